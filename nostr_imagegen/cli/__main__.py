@@ -1,0 +1,5 @@
+import sys
+
+from nostr_imagegen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""The typed, validated image job: what a kind 5100 request means once parsed.
+
+The wire form it comes from (NIP-90 + the kind 5100 page)::
+
+    {"kind": 5100, "content": "", "tags": [
+        ["i", "A purple ostrich watching the sunset", "text"],
+        ["i", "https://example.com/in.jpg", "url"],          # optional: image to alter
+        ["param", "model", "sdxl-turbo"],
+        ["param", "lora", "pixel-art", "0.8"],                 # optional weight
+        ["param", "ratio", "4:3"],                             # or ["param", "ratio", "4", "3"]
+        ["param", "size", "1024x768"],                         # wins over ratio
+        ["param", "negative_prompt", "broken hands"],
+        ["param", "upscale", "2"],                             # legacy factor
+        ["output", "image/png"], ["bid", "10000"], ["relays", "wss://..."],
+        ["p", "<provider pubkey>"], ["encrypted"]]}
+
+Every model here is frozen; nothing in them refers to a file path.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pydantic import BaseModel, ConfigDict
+
+from nostr_imagegen.nostr.event import Event
+
+__all__ = [
+    "Bid",
+    "EncryptionScheme",
+    "ImageJob",
+    "InputType",
+    "JobInput",
+    "LoraRequest",
+    "Ratio",
+]
+
+
+class InputType(StrEnum):
+    """NIP-90 `i` tag input types."""
+
+    TEXT = "text"
+    URL = "url"
+    EVENT = "event"
+    JOB = "job"
+
+
+class Ratio(StrEnum):
+    """The seven aspect ratios of the kind 5100 page."""
+
+    SQUARE = "1:1"
+    LANDSCAPE_4_3 = "4:3"
+    LANDSCAPE_16_9 = "16:9"
+    LANDSCAPE_16_10 = "16:10"
+    PORTRAIT_3_4 = "3:4"
+    PORTRAIT_9_16 = "9:16"
+    PORTRAIT_10_16 = "10:16"
+
+    @property
+    def parts(self) -> tuple[int, int]:
+        """``(width part, height part)``: ``Ratio("16:9").parts == (16, 9)``."""
+        width, height = self.value.split(":")
+        return int(width), int(height)
+
+
+class EncryptionScheme(StrEnum):
+    """How an `encrypted` request's content was encrypted; the result goes back the same way."""
+
+    NIP04 = "nip04"
+    NIP44 = "nip44"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobInput(_Frozen):
+    """One `i` tag: ``["i", data, type, relay?, marker?]``."""
+
+    data: str
+    type: InputType
+    relay: str | None = None
+    marker: str | None = None
+
+    def to_tag(self) -> tuple[str, ...]:
+        """The wire tag, with trailing optional fields left out."""
+        tag: list[str] = ["i", self.data, self.type.value]
+        if self.relay is not None or self.marker is not None:
+            tag.append(self.relay or "")
+        if self.marker is not None:
+            tag.append(self.marker)
+        return tuple(tag)
+
+
+class LoraRequest(_Frozen):
+    """A LoRA the customer asked for, by its public name; ``weight`` None means the default."""
+
+    name: str
+    weight: float | None = None
+
+
+class Bid(_Frozen):
+    """``["bid", msats]`` or ``["bid", min, max]``: what the customer is willing to pay."""
+
+    min_msats: int
+    max_msats: int
+
+
+class ImageJob(_Frozen):
+    """A parsed, validated kind 5100 request. Build it with ``parse_image_job``."""
+
+    #: The request event id (64 hex): the key of everything that answers this job.
+    id: str
+    #: The customer's public key (64 hex).
+    customer: str
+    kind: int
+    created_at: int
+    prompt: str
+    #: An image to alter (img2img), fetched by the service with the safe fetcher.
+    image_url: str | None = None
+    model: str | None = None
+    loras: tuple[LoraRequest, ...] = ()
+    ratio: Ratio | None = None
+    #: ``(width, height)`` from ``size``; wins over ``ratio``.
+    size: tuple[int, int] | None = None
+    negative_prompt: str | None = None
+    upscale: float | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    strength: float | None = None
+    #: Requested output MIME type (``image/png``, ``image/jpeg``, ``image/webp``).
+    output: str | None = None
+    bid: Bid | None = None
+    #: Where the customer wants answers published, besides the provider's own relays.
+    relays: tuple[str, ...] = ()
+    #: Providers named in `p` tags (empty: open to any provider).
+    providers: tuple[str, ...] = ()
+    #: Set when the params arrived encrypted; results must go back encrypted the same way.
+    encryption: EncryptionScheme | None = None
+    #: Every `i` tag as received (after decryption), in order.
+    inputs: tuple[JobInput, ...] = ()
+    #: Params this library does not interpret, kept as ``{key: (values...)}``.
+    extra_params: dict[str, tuple[str, ...]] = {}
+    #: The original signed request event (answers quote it and reply to it).
+    request: Event
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the request's params were encrypted to the provider."""
+        return self.encryption is not None

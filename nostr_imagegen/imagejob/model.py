@@ -22,6 +22,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
+from nostr_imagegen.nostr.encryption import EncryptionScheme
 from nostr_imagegen.nostr.event import Event
 
 __all__ = [
@@ -60,13 +61,6 @@ class Ratio(StrEnum):
         """``(width part, height part)``: ``Ratio("16:9").parts == (16, 9)``."""
         width, height = self.value.split(":")
         return int(width), int(height)
-
-
-class EncryptionScheme(StrEnum):
-    """How an `encrypted` request's content was encrypted; the result goes back the same way."""
-
-    NIP04 = "nip04"
-    NIP44 = "nip44"
 
 
 class _Frozen(BaseModel):

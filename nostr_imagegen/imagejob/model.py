@@ -20,6 +20,7 @@ Every model here is frozen; nothing in them refers to a file path.
 from __future__ import annotations
 
 from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict
 
 from nostr_imagegen.nostr.encryption import EncryptionScheme

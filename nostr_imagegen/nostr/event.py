@@ -146,15 +146,21 @@ def sign_event(template: UnsignedEvent, keys: Keys, *, created_at: int | None = 
 
 def verify_event(event: Event) -> None:
     """Raise ``InvalidEventId`` or ``InvalidSignature`` unless the event checks out."""
-    expected = compute_event_id(event.pubkey, event.created_at, event.kind, event.tags, event.content)
+    expected = compute_event_id(
+        event.pubkey, event.created_at, event.kind, event.tags, event.content
+    )
     if expected != event.id:
-        raise InvalidEventId(f"event id {event.id} does not match its content (expected {expected})")
+        raise InvalidEventId(
+            f"event id {event.id} does not match its content (expected {expected})"
+        )
     try:
         valid = PublicKeyXOnly(bytes.fromhex(event.pubkey)).verify(
             bytes.fromhex(event.sig), bytes.fromhex(event.id)
         )
     except ValueError as exc:
-        raise InvalidSignature(f"event {event.id} has an invalid pubkey or signature: {exc}") from exc
+        raise InvalidSignature(
+            f"event {event.id} has an invalid pubkey or signature: {exc}"
+        ) from exc
     if not valid:
         raise InvalidSignature(f"event {event.id} has a signature that does not verify")
 

@@ -13,6 +13,7 @@ The secret is exposed only by the explicit ``secret_hex()`` and ``nsec()`` metho
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
@@ -129,6 +130,6 @@ class Keys:
     def __hash__(self) -> int:
         return hash(self.public_key)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         # Pickling would write the secret somewhere we do not control.
         raise TypeError("Keys cannot be pickled; store secret_hex() deliberately instead")

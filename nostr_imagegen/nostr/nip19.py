@@ -1,6 +1,6 @@
 """NIP-19 bech32 entities: ``npub``, ``nsec`` and ``note`` (32-byte payloads).
 
-    >>> encode("npub", bytes.fromhex("3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d"))
+    >>> npub_encode("3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d")
     'npub180cvv07tjdrrgpa0j7j7tmnyl2yr6yr7l8j4s3evf6u64th6gkwsyjh6w6'
 
 Bech32 (BIP-173, not bech32m) with the NIP-19 prefixes. Strings are bounded in length so a
@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from nostr_imagegen.errors import Bech32Error
 
-__all__ = ["decode", "encode", "note_encode", "npub_decode", "npub_encode", "nsec_decode", "nsec_encode"]
+__all__ = [
+    "decode",
+    "encode",
+    "note_encode",
+    "npub_decode",
+    "npub_encode",
+    "nsec_decode",
+    "nsec_encode",
+]
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHARSET_INDEX = {c: i for i, c in enumerate(_CHARSET)}

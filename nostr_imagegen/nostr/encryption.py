@@ -2,13 +2,25 @@
 
     NIP-04:  "<base64 ciphertext>?iv=<base64 16-byte iv>"
     NIP-44:  base64 of 0x02 || nonce(32) || ciphertext || mac(32)
+
+An encrypted job request may use either scheme; ``decrypt`` tells which one it found so the
+answer can be encrypted the same way::
+
+    plaintext, scheme = decrypt(request.content, provider_keys, request.pubkey)
+    reply = encrypt(result_json, provider_keys, request.pubkey, scheme)
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 
-__all__ = ["EncryptionScheme"]
+from nostr_imagegen.errors import EncryptionError
+from nostr_imagegen.nostr import nip04, nip44
+from nostr_imagegen.nostr.keys import Keys
+
+__all__ = ["EncryptionScheme", "decrypt", "detect_scheme", "encrypt"]
 
 
 class EncryptionScheme(StrEnum):
@@ -16,3 +28,53 @@ class EncryptionScheme(StrEnum):
 
     NIP04 = "nip04"
     NIP44 = "nip44"
+
+
+def detect_scheme(payload: str) -> EncryptionScheme:
+    """Which scheme ``payload`` uses: ``?iv=`` means NIP-04, base64 of 0x02... means NIP-44 v2.
+
+    Raises ``EncryptionError`` naming the problem for anything else (an unsupported NIP-44
+    version byte, the ``#`` future-encoding flag, text that is not base64).
+    """
+    if not isinstance(payload, str):
+        raise EncryptionError("encrypted payload must be a str")
+    if nip04.IV_SEPARATOR in payload:
+        return EncryptionScheme.NIP04
+    if payload.startswith("#"):
+        raise EncryptionError("unsupported NIP-44 encoding: the '#' (non-base64) version flag")
+    try:
+        # Four base64 characters decode to three bytes; the first one is the version.
+        head = base64.b64decode(payload[:4], validate=True)
+    except (binascii.Error, ValueError):
+        head = b""
+    if not head:
+        raise EncryptionError(
+            "encrypted payload is neither NIP-04 (no '?iv=') nor NIP-44 (not base64)"
+        )
+    if head[0] != nip44.VERSION:
+        raise EncryptionError(f"unsupported NIP-44 version byte 0x{head[0]:02x}")
+    return EncryptionScheme.NIP44
+
+
+def encrypt(
+    plaintext: str,
+    keys: Keys,
+    peer_pubkey: str,
+    scheme: EncryptionScheme = EncryptionScheme.NIP44,
+) -> str:
+    """Encrypt ``plaintext`` from ``keys`` to ``peer_pubkey``; NIP-44 unless ``scheme`` says."""
+    try:
+        chosen = EncryptionScheme(scheme)
+    except ValueError:
+        raise EncryptionError(f"unknown encryption scheme {scheme!r}") from None
+    if chosen is EncryptionScheme.NIP04:
+        return nip04.encrypt(plaintext, keys, peer_pubkey)
+    return nip44.encrypt(plaintext, nip44.conversation_key(keys, peer_pubkey))
+
+
+def decrypt(payload: str, keys: Keys, peer_pubkey: str) -> tuple[str, EncryptionScheme]:
+    """Decrypt a payload exchanged with ``peer_pubkey``; return the plaintext and its scheme."""
+    scheme = detect_scheme(payload)
+    if scheme is EncryptionScheme.NIP04:
+        return nip04.decrypt(payload, keys, peer_pubkey), scheme
+    return nip44.decrypt(payload, nip44.conversation_key(keys, peer_pubkey)), scheme

@@ -66,10 +66,11 @@ def encrypt(plaintext: str, keys: Keys, peer_pubkey: str, *, iv: bytes | None = 
     """
     if not isinstance(plaintext, str):
         raise EncryptionError("NIP-04: plaintext must be a str")
-    data = plaintext.encode("utf-8")
-    if len(data) > MAX_PLAINTEXT_BYTES:
+    # The character count first, so a huge string is refused without encoding it.
+    data = plaintext.encode("utf-8") if len(plaintext) <= MAX_PLAINTEXT_BYTES else None
+    if data is None or len(data) > MAX_PLAINTEXT_BYTES:
         raise EncryptionError(
-            f"NIP-04: plaintext is {len(data)} bytes, more than the {MAX_PLAINTEXT_BYTES} allowed"
+            f"NIP-04: plaintext is more than the {MAX_PLAINTEXT_BYTES} bytes allowed"
         )
     if iv is None:
         iv = os.urandom(_BLOCK_BYTES)

@@ -157,6 +157,11 @@ def encrypt(plaintext: str, conversation_key: bytes, *, nonce: bytes | None = No
     """
     if not isinstance(plaintext, str):
         raise EncryptionError("NIP-44: plaintext must be a str")
+    if len(plaintext) > MAX_PLAINTEXT_BYTES:  # too long whatever its encoding: do not encode it
+        raise EncryptionError(
+            f"NIP-44: plaintext must be {MIN_PLAINTEXT_BYTES} to {MAX_PLAINTEXT_BYTES} bytes "
+            f"of UTF-8, got {len(plaintext)} characters"
+        )
     if nonce is None:
         nonce = os.urandom(_NONCE_BYTES)
     chacha_key, chacha_nonce, hmac_key = message_keys(conversation_key, nonce)

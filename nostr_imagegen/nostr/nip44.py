@@ -20,9 +20,9 @@ The official vector file (whose checksum NIP-44 quotes) lists 65,536 bytes and m
 for encryption; the current NIP text later added a 6-byte "extended" length prefix for larger
 plaintexts. We follow the vectors, on both sides: ``encrypt`` refuses a longer plaintext, and
 ``decrypt`` refuses a payload longer than ``MAX_PAYLOAD_CHARS`` (the longest 2-byte-prefix
-payload) before any base64 decoding, and a zero length prefix after it. Every implementation
-audited with v2 interoperates with that rule, a job's encrypted parameters or result links
-never need more, and it keeps hostile input to a fixed, small bound.
+payload) before any base64 decoding, and a zero length prefix after it. The reference
+implementation (paulmillr/nip44) and nostr-tools use the same 0xffff cap, a job's encrypted
+parameters or result links never need more, and it keeps hostile input to a small fixed bound.
 
 Cryptography comes from the ``cryptography`` package (HMAC, HKDFExpand, ChaCha20); nothing is
 hand-written. Every failure raises ``EncryptionError``.

@@ -1,0 +1,566 @@
+"""Parse a signed kind 5100 job request into the frozen, validated ``ImageJob``.
+
+The wire form (NIP-90 + the kind 5100 page; every tag optional except a text input)::
+
+    {"kind": 5100, "content": "", "tags": [
+        ["i", "A purple ostrich watching the sunset", "text"],
+        ["i", "https://example.com/in.jpg", "url"],
+        ["param", "model", "sdxl-turbo"], ["param", "lora", "pixel-art", "0.8"],
+        ["param", "ratio", "4:3"], ["param", "size", "1024x768"],
+        ["param", "negative_prompt", "broken hands"], ["param", "upscale", "2"],
+        ["param", "seed", "42"], ["param", "steps", "30"],
+        ["param", "guidance_scale", "7.5"], ["param", "strength", "0.6"],
+        ["output", "image/png"], ["bid", "10000"], ["relays", "wss://relay.example"],
+        ["p", "<provider pubkey>"]]}
+
+Encrypted form: the tags ``["p", provider]`` and ``["encrypted"]`` in clear, and ``content``
+holding the NIP-04 or NIP-44 encryption (to the provider) of a JSON array of the other tags.
+
+The order of checks, each with its own outcome:
+
+1. kind not accepted                      -> ``UnsupportedKind`` (ignore silently)
+2. `p` tags name other providers only     -> ``NotForThisProvider`` (ignore silently)
+3. anything the provider cannot serve     -> ``JobRejected(reason, tag)`` (answer `error`)
+
+Every input is bounded by ``JobLimits`` before it is looked at closely, so no request can make
+parsing slow or large. See docs/job-requests.md for each param and every rejection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from nostr_imagegen.errors import (
+    ConfigError,
+    JobRejected,
+    NostrImagegenError,
+    NotForThisProvider,
+    UnsupportedKind,
+)
+from nostr_imagegen.imagejob.model import (
+    Bid,
+    EncryptionScheme,
+    ImageJob,
+    InputType,
+    JobInput,
+    LoraRequest,
+    Ratio,
+)
+from nostr_imagegen.imagejob.tags import (
+    BidTag,
+    EncryptedTag,
+    InputTag,
+    OutputTag,
+    ParamTag,
+    ProviderTag,
+    RelaysTag,
+    clip_tag,
+    shorten,
+    validate_url,
+)
+from nostr_imagegen.nostr.encryption import decrypt
+from nostr_imagegen.nostr.event import Event, Tag
+from nostr_imagegen.nostr.keys import Keys
+
+__all__ = [
+    "DEFAULT_JOB_LIMITS",
+    "IMAGE_GENERATION_KIND",
+    "NAME_PATTERN",
+    "REQUEST_KINDS",
+    "InputResolver",
+    "JobLimits",
+    "is_request_kind",
+    "parse_image_job",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The kind 5100 page's request kind.
+IMAGE_GENERATION_KIND = 5100
+#: NIP-90 job request kinds: 5000 up to and including 5999.
+REQUEST_KINDS = range(5000, 6000)
+
+#: A model or LoRA name a request may use: a short public name, never a path or a hub repo.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+#: Turns an ``event`` or ``job`` input into a ``text`` or ``url`` input (for example the
+#: content of the referenced event, or the image link of a previous job's result).
+InputResolver = Callable[[JobInput], JobInput]
+
+_RATIO_VALUES = frozenset(r.value for r in Ratio)
+_RATIOS = ", ".join(r.value for r in Ratio)
+_SIDE = re.compile(r"[0-9]{1,6}")
+_SIZE = re.compile(r"([0-9]{1,6})[xX]([0-9]{1,6})")
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
+# Plain decimals only: no exponents, nan or inf, and bounded length.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
+_UPSCALE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,6})?)[xX]?")
+_IMAGE_URL_SCHEMES = ("https", "http")
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """Bounds on a request, checked before its values are interpreted.
+
+    Sizes (defaults in brackets): ``max_tags`` [100] tags in all, clear and decrypted;
+    ``max_tag_elements`` [32] strings in one tag; ``max_element_chars`` [8192] characters in
+    one string; ``max_prompt_chars`` [4000] for the prompt (text inputs joined) and for the
+    negative prompt; ``max_url_chars`` [2048] for an image URL; ``max_loras`` [5];
+    ``max_relays`` [20]; ``max_encrypted_chars`` [131072] of encrypted content.
+
+    Values: ``max_steps`` [150] (from 1); ``max_guidance_scale`` [30] (from 0); ``max_seed``
+    [2**63 - 1] (from 0; fits torch generators and SQLite integers); ``max_upscale`` [8] (from
+    1); ``max_size_side`` [16384] (from 1); LoRA weights within ±``max_lora_weight`` [4].
+    These are syntax bounds; what the operator serves is decided later (``DimensionLimits``,
+    the model registry).
+    """
+
+    max_tags: int = 100
+    max_tag_elements: int = 32
+    max_element_chars: int = 8192
+    max_prompt_chars: int = 4000
+    max_url_chars: int = 2048
+    max_loras: int = 5
+    max_relays: int = 20
+    max_encrypted_chars: int = 128 * 1024
+    max_steps: int = 150
+    max_guidance_scale: float = 30.0
+    max_seed: int = 2**63 - 1
+    max_upscale: float = 8.0
+    max_size_side: int = 16384
+    max_lora_weight: float = 4.0
+
+
+DEFAULT_JOB_LIMITS = JobLimits()
+
+
+def is_request_kind(kind: int) -> bool:
+    """True for the NIP-90 request kinds 5000..5999 (4999 and 6000 are not)."""
+    return kind in REQUEST_KINDS
+
+
+def _accepted(kinds: Collection[int]) -> frozenset[int]:
+    accepted = frozenset(kinds)
+    if not accepted:
+        raise ConfigError("accepted_kinds is empty: accept at least kind 5100")
+    wrong = sorted(k for k in accepted if not (isinstance(k, int) and is_request_kind(k)))
+    if wrong:
+        raise ConfigError(
+            f"accepted kinds {wrong} are not job request kinds (5000 to 5999 inclusive)"
+        )
+    return accepted
+
+
+def _check_bounds(tags: Sequence[Sequence[str]], limits: JobLimits) -> None:
+    if len(tags) > limits.max_tags:
+        raise JobRejected(f"the request has {len(tags)} tags; at most {limits.max_tags} are read")
+    for tag in tags:
+        if len(tag) > limits.max_tag_elements:
+            raise JobRejected(
+                f"a tag has {len(tag)} elements; at most {limits.max_tag_elements} are read",
+                tag=clip_tag(tag),
+            )
+        if any(len(element) > limits.max_element_chars for element in tag):
+            raise JobRejected(
+                f"a tag value is longer than {limits.max_element_chars} characters",
+                tag=clip_tag(tag),
+            )
+
+
+def _named(tags: Iterable[Tag], name: str) -> list[Tag]:
+    return [tag for tag in tags if tag and tag[0] == name]
+
+
+def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
+    keys: list[str] = []
+    for tag in _named(tags, ProviderTag.NAME):
+        key = ProviderTag.parse(tag).public_key
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _decrypt_tags(
+    event: Event, provider: Keys | None, limits: JobLimits
+) -> tuple[list[Tag], EncryptionScheme]:
+    """The tags encrypted in ``event.content``, checked to be a bounded list of string lists."""
+    marker = EncryptedTag().to_tag()
+    if provider is None:
+        raise JobRejected(
+            "the request is encrypted and this provider has no key to read it", marker
+        )
+    if len(event.content) > limits.max_encrypted_chars:
+        raise JobRejected(
+            f"the encrypted content is longer than {limits.max_encrypted_chars} characters", marker
+        )
+    try:
+        plaintext, scheme = decrypt(event.content, provider, event.pubkey)
+    except NostrImagegenError as exc:
+        raise JobRejected(f"the encrypted request could not be decrypted: {exc}", marker) from exc
+    try:
+        decoded = json.loads(plaintext)
+    except (ValueError, RecursionError):
+        raise JobRejected("the decrypted request is not JSON", marker) from None
+    if not isinstance(decoded, list) or not all(
+        isinstance(tag, list) and all(isinstance(element, str) for element in tag)
+        for tag in decoded
+    ):
+        raise JobRejected("the decrypted request must be a JSON array of string arrays", marker)
+    return [tuple(tag) for tag in decoded], scheme
+
+
+@dataclass(slots=True)
+class _Params:
+    """The interpreted ``param`` tags, filled in by ``_read_params``."""
+
+    model: str | None = None
+    ratio: Ratio | None = None
+    size: tuple[int, int] | None = None
+    negative_prompt: str | None = None
+    upscale: float | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    strength: float | None = None
+    loras: list[LoraRequest] = field(default_factory=list)
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _one_value(param: ParamTag) -> str:
+    if len(param.values) != 1:
+        raise JobRejected(
+            f"param {param.key!r} takes one value, got {len(param.values)}",
+            clip_tag(param.to_tag()),
+        )
+    return param.value
+
+
+def _name(param: ParamTag, value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise JobRejected(
+            f"{param.key} {shorten(value)!r} is not a name this provider offers: names are up "
+            "to 64 letters, digits, '.', '_' or '-', never a path or a repository",
+            clip_tag(param.to_tag()),
+        )
+    return value
+
+
+def _int(param: ParamTag, low: int, high: int) -> int:
+    value = _one_value(param)
+    number = int(value) if _INT.fullmatch(value) else None
+    if number is None or not low <= number <= high:
+        raise JobRejected(
+            f"{param.key} must be a whole number from {low} to {high}, got {shorten(value)!r}",
+            clip_tag(param.to_tag()),
+        )
+    return number
+
+
+def _decimal(param: ParamTag, value: str, low: float, high: float, what: str = "") -> float:
+    number = float(value) if _DECIMAL.fullmatch(value) else math.nan
+    if not low <= number <= high:  # NaN fails too
+        raise JobRejected(
+            f"{what or param.key} must be a number from {low:g} to {high:g}, "
+            f"got {shorten(value)!r}",
+            clip_tag(param.to_tag()),
+        )
+    return number
+
+
+def _ratio(param: ParamTag) -> Ratio:
+    values = param.values
+    text = ":".join(values) if len(values) == 2 else values[0]
+    if len(values) > 2 or text not in _RATIO_VALUES:
+        raise JobRejected(
+            f"ratio {shorten(' '.join(values))!r} is not one of {_RATIOS}; "
+            "ask for another shape with size=WxH (for example size=1024x768)",
+            clip_tag(param.to_tag()),
+        )
+    return Ratio(text)
+
+
+def _size(param: ParamTag, limits: JobLimits) -> tuple[int, int]:
+    values = param.values
+    match = _SIZE.fullmatch(values[0]) if len(values) == 1 else None
+    if match is not None:
+        width, height = int(match[1]), int(match[2])
+    elif len(values) == 2 and all(_SIDE.fullmatch(v) for v in values):
+        width, height = int(values[0]), int(values[1])
+    else:
+        raise JobRejected(
+            f"size {shorten(' '.join(values))!r} is not WIDTHxHEIGHT in pixels, like 1024x768",
+            clip_tag(param.to_tag()),
+        )
+    if not all(1 <= side <= limits.max_size_side for side in (width, height)):
+        raise JobRejected(
+            f"size {width}x{height} must have sides from 1 to {limits.max_size_side} pixels",
+            clip_tag(param.to_tag()),
+        )
+    return width, height
+
+
+def _upscale(param: ParamTag, limits: JobLimits) -> float:
+    value = _one_value(param)
+    match = _UPSCALE.fullmatch(value)
+    factor = float(match[1]) if match else math.nan
+    if not 1.0 <= factor <= limits.max_upscale:
+        raise JobRejected(
+            f"upscale must be a factor from 1 (none) to {limits.max_upscale:g}, like 2 or 2x; "
+            f"got {shorten(value)!r}",
+            clip_tag(param.to_tag()),
+        )
+    return factor
+
+
+def _lora(param: ParamTag, limits: JobLimits) -> LoraRequest:
+    if len(param.values) > 2:
+        raise JobRejected(
+            f"a lora param takes a name and an optional weight, got {len(param.values)} values",
+            clip_tag(param.to_tag()),
+        )
+    name = _name(param, param.value)
+    weight = None
+    if len(param.values) == 2:
+        bound = limits.max_lora_weight
+        weight = _decimal(param, param.values[1], -bound, bound, what="lora weight")
+    return LoraRequest(name=name, weight=weight)
+
+
+_SINGLE_KEYS = frozenset(
+    {
+        "model",
+        "ratio",
+        "size",
+        "negative_prompt",
+        "upscale",
+        "seed",
+        "steps",
+        "guidance_scale",
+        "strength",
+        "lora_weight",
+    }
+)
+
+
+def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
+    out = _Params()
+    seen: set[str] = set()
+    lora_weight: float | None = None
+    lora_weight_tag: Tag | None = None
+    for param in params:
+        key = param.key
+        if key in _SINGLE_KEYS:
+            if key in seen:
+                raise JobRejected(
+                    f"param {key!r} is given more than once", clip_tag(param.to_tag())
+                )
+            seen.add(key)
+        if key == "model":
+            out.model = _name(param, _one_value(param))
+        elif key == "lora":
+            lora = _lora(param, limits)
+            if any(known.name == lora.name for known in out.loras):
+                raise JobRejected(
+                    f"lora {lora.name!r} is given more than once", clip_tag(param.to_tag())
+                )
+            out.loras.append(lora)
+            if len(out.loras) > limits.max_loras:
+                raise JobRejected(
+                    f"at most {limits.max_loras} loras per job", clip_tag(param.to_tag())
+                )
+        elif key == "lora_weight":
+            bound = limits.max_lora_weight
+            lora_weight = _decimal(param, _one_value(param), -bound, bound)
+            lora_weight_tag = clip_tag(param.to_tag())
+        elif key == "ratio":
+            out.ratio = _ratio(param)
+        elif key == "size":
+            out.size = _size(param, limits)
+        elif key == "negative_prompt":
+            value = _one_value(param)
+            if len(value) > limits.max_prompt_chars:
+                raise JobRejected(
+                    f"negative_prompt is longer than {limits.max_prompt_chars} characters",
+                    clip_tag(param.to_tag()),
+                )
+            out.negative_prompt = value if value.strip() else None
+        elif key == "upscale":
+            out.upscale = _upscale(param, limits)
+        elif key == "seed":
+            out.seed = _int(param, 0, limits.max_seed)
+        elif key == "steps":
+            out.steps = _int(param, 1, limits.max_steps)
+        elif key == "guidance_scale":
+            out.guidance_scale = _decimal(param, _one_value(param), 0.0, limits.max_guidance_scale)
+        elif key == "strength":
+            strength = _decimal(param, _one_value(param), 0.0, 1.0)
+            if strength == 0.0:
+                raise JobRejected(
+                    "strength must be above 0 (0 would return the input image unchanged)",
+                    clip_tag(param.to_tag()),
+                )
+            out.strength = strength
+        else:
+            # Not fatal: another provider's extension, or one a later version understands.
+            out.extra[key] = out.extra.get(key, ()) + param.values
+    if lora_weight is not None:
+        if not out.loras:
+            raise JobRejected("lora_weight is given without a lora", lora_weight_tag)
+        # `lora_weight` applies to every LoRA that does not carry its own weight.
+        out.loras = [
+            lora if lora.weight is not None else LoraRequest(name=lora.name, weight=lora_weight)
+            for lora in out.loras
+        ]
+    return out
+
+
+def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
+    if job_input.type in (InputType.TEXT, InputType.URL):
+        return job_input
+    if resolver is None:
+        raise JobRejected(
+            f"input type {job_input.type.value!r} is not supported here: send the prompt as a "
+            "text input and the image to alter as a url input",
+            clip_tag(job_input.to_tag()),
+        )
+    resolved = resolver(job_input)
+    if not isinstance(resolved, JobInput) or resolved.type not in (InputType.TEXT, InputType.URL):
+        raise JobRejected(
+            f"the {job_input.type.value} input did not resolve to a text or an image URL",
+            clip_tag(job_input.to_tag()),
+        )
+    return resolved
+
+
+def _prompt_and_image(
+    inputs: Sequence[JobInput], resolver: InputResolver | None, limits: JobLimits
+) -> tuple[str, str | None]:
+    """The prompt (every text input, in order, joined by newlines) and the one image URL."""
+    texts: list[str] = []
+    image_url: str | None = None
+    for original in inputs:
+        job_input = _resolve(original, resolver)
+        tag = clip_tag(original.to_tag())
+        if job_input.type is InputType.URL:
+            if image_url is not None:
+                raise JobRejected("only one input image (url input) per job is supported", tag)
+            if len(job_input.data) > limits.max_url_chars:
+                raise JobRejected(
+                    f"the image URL is longer than {limits.max_url_chars} characters", tag
+                )
+            image_url = validate_url(job_input.data, _IMAGE_URL_SCHEMES, "image URL", tag)
+        elif job_input.data.strip():
+            texts.append(job_input.data)
+    if not texts:
+        raise JobRejected('the request has no prompt: add ["i", "<prompt>", "text"]')
+    prompt = "\n".join(texts)
+    if len(prompt) > limits.max_prompt_chars:
+        raise JobRejected(f"the prompt is longer than {limits.max_prompt_chars} characters")
+    return prompt, image_url
+
+
+def _at_most_one(tags: Sequence[Tag], name: str) -> Tag | None:
+    if len(tags) > 1:
+        raise JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
+    return tags[0] if tags else None
+
+
+def _relays(tags: Sequence[Tag], limits: JobLimits) -> tuple[str, ...]:
+    urls: list[str] = []
+    for tag in tags:
+        for url in RelaysTag.parse(tag).urls:
+            if url not in urls:
+                urls.append(url)
+        if len(urls) > limits.max_relays:
+            raise JobRejected(f"at most {limits.max_relays} relays per job", clip_tag(tag))
+    return tuple(urls)
+
+
+def parse_image_job(
+    event: Event,
+    *,
+    provider: Keys | None = None,
+    accepted_kinds: Collection[int] = (IMAGE_GENERATION_KIND,),
+    input_resolver: InputResolver | None = None,
+    limits: JobLimits = DEFAULT_JOB_LIMITS,
+) -> ImageJob:
+    """Turn a signed request event (already verified, as ``parse_event`` does) into a job.
+
+    ``provider``: this service provider's keys; needed to decrypt encrypted requests and to
+    tell jobs addressed to other providers. ``accepted_kinds``: request kinds served (each in
+    5000..5999; add 5050 for clients that follow the first draft of the kind 5100 page).
+    ``input_resolver``: turns `event`/`job` inputs into text or url inputs; without one
+    they are rejected.
+
+    Raises ``UnsupportedKind`` or ``NotForThisProvider`` (both ``JobSkipped``: ignore the
+    event) or ``JobRejected`` (answer with an `error` feedback quoting ``str(exc)``);
+    ``ConfigError`` when ``accepted_kinds`` is not a set of request kinds.
+    """
+    accepted = _accepted(accepted_kinds)
+    if event.kind not in accepted:
+        raise UnsupportedKind(event.kind, sorted(accepted))
+    clear_tags = [tuple(tag) for tag in event.tags if tag]
+    _check_bounds(clear_tags, limits)
+
+    providers = _providers(clear_tags)
+    if provider is not None and providers and provider.public_key not in providers:
+        raise NotForThisProvider(providers)
+
+    tags = clear_tags
+    encryption: EncryptionScheme | None = None
+    encrypted_tags = _named(clear_tags, EncryptedTag.NAME)
+    if encrypted_tags:
+        for tag in encrypted_tags:
+            EncryptedTag.parse(tag)
+        inner, encryption = _decrypt_tags(event, provider, limits)
+        # Addressing stays in the clear tags: `p` or `encrypted` inside the payload mean nothing.
+        inner = [t for t in inner if t and t[0] not in (ProviderTag.NAME, EncryptedTag.NAME)]
+        tags = clear_tags + inner
+        _check_bounds(tags, limits)
+
+    inputs = tuple(InputTag.parse(tag) for tag in _named(tags, InputTag.NAME))
+    prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
+    params = _read_params([ParamTag.parse(t) for t in _named(tags, ParamTag.NAME)], limits)
+    output_tag = _at_most_one(_named(tags, OutputTag.NAME), OutputTag.NAME)
+    bid_tag = _at_most_one(_named(tags, BidTag.NAME), BidTag.NAME)
+    bid: Bid | None = BidTag.parse(bid_tag).to_bid() if bid_tag is not None else None
+
+    try:
+        job = ImageJob(
+            id=event.id,
+            customer=event.pubkey,
+            kind=event.kind,
+            created_at=event.created_at,
+            prompt=prompt,
+            image_url=image_url,
+            model=params.model,
+            loras=tuple(params.loras),
+            ratio=params.ratio,
+            size=params.size,
+            negative_prompt=params.negative_prompt,
+            upscale=params.upscale,
+            seed=params.seed,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            strength=params.strength,
+            output=OutputTag.parse(output_tag).mime if output_tag is not None else None,
+            bid=bid,
+            relays=_relays(_named(tags, RelaysTag.NAME), limits),
+            providers=providers,
+            encryption=encryption,
+            inputs=inputs,
+            extra_params=params.extra,
+            request=event,
+        )
+    except ValidationError as exc:  # every field was checked above; this is a bug guard
+        logger.exception("ImageJob rejected values the request parser accepted")
+        raise JobRejected("the request could not be read") from exc
+    logger.debug("parsed job %s from %s (kind %d)", job.id, job.customer, job.kind)
+    return job

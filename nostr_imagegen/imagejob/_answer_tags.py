@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 from nostr_imagegen.errors import EncryptionError, EventError
 from nostr_imagegen.imagejob.model import ImageJob
+from nostr_imagegen.imagejob.request import REQUEST_KINDS
 from nostr_imagegen.nostr.encryption import EncryptionScheme, detect_scheme
 from nostr_imagegen.nostr.event import Event, Tag
 
 __all__: list[str] = []
 
-#: NIP-90 kind ranges, half-open: requests 5000..5999, results 6000..6999.
-REQUEST_KINDS = range(5000, 6000)
+#: NIP-90 kind ranges, half-open: requests 5000..5999 (REQUEST_KINDS, from request.py),
+#: results 6000..6999.
 RESULT_KINDS = range(6000, 7000)
 FEEDBACK_KIND = 7000
 RESULT_KIND_OFFSET = 1000

@@ -71,17 +71,21 @@ def _reject(reason: str, tag: Sequence[str]) -> JobRejected:
     return JobRejected(reason, tag=clip_tag(tag))
 
 
+def _values(count: int) -> str:
+    return "no values" if count == 0 else "1 value" if count == 1 else f"{count} values"
+
+
 def _check_shape(tag: Sequence[str], name: str, least: int, most: int | None) -> None:
     if not tag or tag[0] != name:
-        raise _reject(f"expected a {name!r} tag", tag)
+        raise _reject(f"expected a tag named {name!r}", tag)
     if len(tag) < least or (most is not None and len(tag) > most):
         if most is None:
-            wanted = f"at least {least - 1}"
+            wanted = f"at least {_values(least - 1)}"
         elif most == least:
-            wanted = f"{least - 1}"
+            wanted = _values(least - 1)
         else:
-            wanted = f"{least - 1} to {most - 1}"
-        raise _reject(f"a {name!r} tag takes {wanted} values, got {len(tag) - 1}", tag)
+            wanted = f"{least - 1} to {most - 1} values"
+        raise _reject(f"a {name!r} tag takes {wanted}, got {len(tag) - 1}", tag)
 
 
 def validate_url(value: str, schemes: Collection[str], what: str, tag: Sequence[str]) -> str:

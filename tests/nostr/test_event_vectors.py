@@ -87,3 +87,13 @@ def test_signed_events_verify_and_round_trip() -> None:
     assert parse_event(event.to_json()) == event
     # The template is untouched and can be signed again.
     assert template.created_at is None
+
+
+def test_pubkey_not_on_the_curve_is_an_invalid_signature(vector: dict[str, Any]) -> None:
+    ev = vector["event"]
+    bad_key = "ff" * 32  # x beyond the field size: no such point
+    event_id = compute_event_id(bad_key, ev["created_at"], ev["kind"], ev["tags"], ev["content"])
+    forged = {**ev, "pubkey": bad_key, "id": event_id}
+    for _ in range(2):  # refused every time, never remembered as a good key
+        with pytest.raises(InvalidSignature, match="invalid pubkey"):
+            parse_event(json.dumps(forged))

@@ -1,0 +1,405 @@
+"""The operator's engine configuration: which models and LoRAs are offered, and the limits.
+
+Read from TOML (``load_engine_config``) or from an already parsed mapping
+(``EngineConfig.from_mapping``, for a service configuration that embeds these fields)::
+
+    device = "cuda"                          # optional: cuda, cuda:1, mps, cpu (default: best)
+    dtype = "float16"                        # optional: float16, bfloat16, float32
+
+    [models.sdxl-turbo]
+    source = "stabilityai/sdxl-turbo"        # hub id, local folder, or one .safetensors/.ckpt
+    family = "sdxl"
+    default = true                           # at most one; else the first model is the default
+    steps = 4
+    guidance_scale = 0.0
+
+    [loras.pixel-art]
+    source = "/srv/loras/pixel.safetensors"
+    family = "sdxl"
+    weight = 0.8                             # used when the request gives no weight
+
+    [limits]
+    max_steps = 50
+    max_pixels = 1048576                     # generated width * height
+
+    [cache]
+    max_models = 2                           # pipelines kept loaded (least recently used go)
+
+    [upscaler]
+    kind = "lanczos"                         # or "spandrel" with source = a .pth/.safetensors
+
+    [output]
+    default_format = "png"
+
+Names (the table keys) are what customers put in ``["param", "model", NAME]`` and
+``["param", "lora", NAME]``; they match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``. A request never
+names a path or a hub repository: only these names.
+
+Sources starting with ``./`` or ``../`` are relative to the configuration file. Unknown keys
+are errors; every error is a ``ConfigError`` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from nostr_imagegen.errors import ConfigError
+from nostr_imagegen.imagejob.dimensions import DimensionLimits, ModelFamily
+
+__all__ = [
+    "NAME_PATTERN",
+    "SCHEDULERS",
+    "SINGLE_FILE_SUFFIXES",
+    "CacheConfig",
+    "EngineConfig",
+    "EngineLimits",
+    "LoraConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "UpscalerConfig",
+    "is_single_file",
+    "load_engine_config",
+]
+
+#: What a model or LoRA name must look like (it travels in requests and NIP-89 listings).
+NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME_RE: Final = re.compile(NAME_PATTERN)
+
+#: A model source ending in one of these is loaded with ``from_single_file``.
+SINGLE_FILE_SUFFIXES: Final = (".safetensors", ".ckpt")
+
+#: diffusers scheduler classes a model may be switched to (``scheduler = "..."``).
+SCHEDULERS: Final = frozenset(
+    {
+        "DDIMScheduler",
+        "DDPMScheduler",
+        "DEISMultistepScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSDEScheduler",
+        "DPMSolverSinglestepScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "EulerDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "LCMScheduler",
+        "LMSDiscreteScheduler",
+        "PNDMScheduler",
+        "TCDScheduler",
+        "UniPCMultistepScheduler",
+    }
+)
+
+_DEVICE_RE: Final = re.compile(r"^(cpu|mps|cuda(:[0-9]{1,2})?)$")
+
+Source = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
+
+
+def is_single_file(source: str) -> bool:
+    """True when ``source`` names one checkpoint file (loaded with ``from_single_file``)."""
+    return source.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Section):
+    """One model customers may ask for by name."""
+
+    #: Hub id (``stabilityai/sdxl-turbo``), local diffusers folder, or one checkpoint file.
+    source: Source
+    family: ModelFamily
+    #: The model used when a request names none (at most one per configuration).
+    default: bool = False
+    #: Denoising steps when the request gives none (else 30 for full models).
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    #: Classifier-free guidance when the request gives none (0 turns it off, for turbo models).
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
+    #: img2img strength when the request gives none (else 0.75).
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    #: A diffusers scheduler class name to use instead of the one the model ships with.
+    scheduler: str | None = None
+    #: The side length the model was trained at, when it is not the family's usual one.
+    native_size: int | None = Field(default=None, ge=64, le=8192, multiple_of=8)
+    #: For a single-file source: a local diffusers folder (or hub id) holding the component
+    #: configs, so loading needs no network. Without it diffusers fetches them from the hub.
+    single_file_config: Source | None = None
+    #: Weight file variant to load from a hub id or folder (``fp16``).
+    variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        if value is not None and value not in SCHEDULERS:
+            raise ValueError(
+                f"unknown scheduler {value!r}; use one of {', '.join(sorted(SCHEDULERS))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _single_file_config_needs_single_file(self) -> Self:
+        if self.single_file_config is not None and not self.single_file:
+            raise ValueError(
+                "single_file_config is only for a source that is one "
+                f"{' or '.join(SINGLE_FILE_SUFFIXES)} file"
+            )
+        return self
+
+    @property
+    def single_file(self) -> bool:
+        """True when the source is one checkpoint file."""
+        return is_single_file(self.source)
+
+
+class LoraConfig(_Section):
+    """One LoRA customers may ask for by name."""
+
+    #: A ``.safetensors`` file, a folder holding ``pytorch_lora_weights.safetensors``, or a hub id.
+    source: Source
+    #: The model family it was trained for; it is only applied to models of that family.
+    family: ModelFamily
+    #: Weight used when the request gives none.
+    weight: float = Field(default=1.0, ge=-10.0, le=10.0)
+
+
+class EngineLimits(_Section):
+    """Bounds on what one request may ask for; anything beyond is rejected, not clamped."""
+
+    max_steps: int = Field(default=50, ge=1, le=1000)
+    #: Largest generated image, in pixels (width * height), before upscaling.
+    max_pixels: int = Field(default=1024 * 1024, ge=64 * 64)
+    #: Largest side of a generated image, in pixels.
+    max_side: int = Field(default=2048, ge=64)
+    #: Smallest side of a generated image, in pixels.
+    min_side: int = Field(default=64, ge=8)
+    #: Largest upscaling factor.
+    max_upscale: float = Field(default=4.0, ge=1.0, le=8.0)
+    #: Largest side of the delivered (upscaled) image, in pixels.
+    max_output_side: int = Field(default=8192, ge=64)
+    max_loras: int = Field(default=3, ge=0, le=16)
+    #: LoRA weights must lie within ``[-max_lora_weight, max_lora_weight]``.
+    max_lora_weight: float = Field(default=2.0, ge=0.0, le=10.0)
+    max_guidance_scale: float = Field(default=30.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _sides_consistent(self) -> Self:
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side ({self.min_side}) is above max_side ({self.max_side})")
+        return self
+
+    def dimension_limits(self) -> DimensionLimits:
+        """The part of these limits that bounds image sizes."""
+        return DimensionLimits(
+            min_side=self.min_side,
+            max_side=self.max_side,
+            max_pixels=self.max_pixels,
+            max_upscale=self.max_upscale,
+            max_output_side=self.max_output_side,
+        )
+
+
+class CacheConfig(_Section):
+    """How many pipelines stay loaded; the least recently used one goes first."""
+
+    max_models: int = Field(default=2, ge=1, le=64)
+    #: Optional budget for the weights of all loaded pipelines, in MiB (estimated from
+    #: parameter sizes). The model in use is kept even when it alone exceeds the budget.
+    max_memory_mb: int | None = Field(default=None, ge=1)
+
+
+class UpscalerConfig(_Section):
+    """How images are enlarged when a request asks for ``upscale``."""
+
+    kind: Literal["lanczos", "spandrel"] = "lanczos"
+    #: For ``spandrel``: the model file (Real-ESRGAN and friends, ``.pth`` or ``.safetensors``).
+    source: Source | None = None
+    #: Tiles of this many pixels are upscaled one at a time (bounds memory).
+    tile_size: int = Field(default=512, ge=32, le=4096)
+    #: Factor applied when the request asks for none (None: no upscaling by default).
+    default_factor: float | None = Field(default=None, ge=1.0, le=8.0)
+
+    @model_validator(mode="after")
+    def _spandrel_needs_source(self) -> Self:
+        if self.kind == "spandrel" and self.source is None:
+            raise ValueError("an upscaler of kind 'spandrel' needs a source (the model file)")
+        return self
+
+
+class OutputConfig(_Section):
+    """How result images are encoded."""
+
+    #: Used when the request has no ``output`` tag.
+    default_format: Literal["png", "jpeg", "webp"] = "png"
+    #: Write prompt, seed, model... into the image file (PNG text chunks / EXIF).
+    embed_metadata: bool = False
+    #: JPEG and WebP quality.
+    quality: int = Field(default=90, ge=1, le=100)
+
+
+class EngineConfig(BaseModel):
+    """Everything the image engine needs to know. Build with ``from_mapping`` or
+    ``load_engine_config``; a larger configuration may subclass it and add its own fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    loras: dict[str, LoraConfig] = Field(default_factory=dict)
+    limits: EngineLimits = Field(default_factory=EngineLimits)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    upscaler: UpscalerConfig = Field(default_factory=UpscalerConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    #: ``cuda``, ``cuda:N``, ``mps`` or ``cpu``; None picks the best available.
+    device: str | None = None
+    #: None: float16 on a GPU, float32 on the CPU.
+    dtype: DType | None = None
+
+    @field_validator("models", "loras")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(
+                    f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                    "starting with a letter or digit"
+                )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and not _DEVICE_RE.match(value):
+            raise ValueError(f"device {value!r} is not one of cpu, mps, cuda, cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _one_default(self) -> Self:
+        defaults = [name for name, model in self.models.items() if model.default]
+        if len(defaults) > 1:
+            raise ValueError(f"more than one default model: {', '.join(defaults)}")
+        return self
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Self:
+        # A model's own defaults must be servable, or every request without them would fail.
+        limits = self.limits
+        for name, model in self.models.items():
+            if model.steps is not None and model.steps > limits.max_steps:
+                raise ValueError(
+                    f"models.{name}.steps ({model.steps}) is above limits.max_steps "
+                    f"({limits.max_steps})"
+                )
+            if (
+                model.guidance_scale is not None
+                and model.guidance_scale > limits.max_guidance_scale
+            ):
+                raise ValueError(
+                    f"models.{name}.guidance_scale ({model.guidance_scale}) is above "
+                    f"limits.max_guidance_scale ({limits.max_guidance_scale})"
+                )
+        for name, lora in self.loras.items():
+            if abs(lora.weight) > limits.max_lora_weight:
+                raise ValueError(
+                    f"loras.{name}.weight ({lora.weight}) is beyond limits.max_lora_weight "
+                    f"({limits.max_lora_weight})"
+                )
+        return self
+
+    @property
+    def default_model(self) -> str:
+        """The model used when a request names none: the one marked default, else the first."""
+        for name, model in self.models.items():
+            if model.default:
+                return name
+        return next(iter(self.models))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: Path | str | None = None) -> Self:
+        """Validate parsed configuration data (a TOML document as a dict).
+
+        ``source`` is the file it came from: error messages name it, and sources written
+        ``./x`` or ``../x`` are resolved against its folder. Raises ``ConfigError``.
+        """
+        where = str(source) if source is not None else "engine configuration"
+        try:
+            config = cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {_describe(exc)}") from exc
+        if source is not None:
+            config = config._with_relative_sources(Path(source).resolve().parent)
+        return config
+
+    def _with_relative_sources(self, base: Path) -> Self:
+        models = {
+            name: model.model_copy(
+                update={
+                    "source": _resolve(model.source, base),
+                    "single_file_config": (
+                        _resolve(model.single_file_config, base)
+                        if model.single_file_config is not None
+                        else None
+                    ),
+                }
+            )
+            for name, model in self.models.items()
+        }
+        loras = {
+            name: lora.model_copy(update={"source": _resolve(lora.source, base)})
+            for name, lora in self.loras.items()
+        }
+        upscaler = self.upscaler
+        if upscaler.source is not None:
+            upscaler = upscaler.model_copy(update={"source": _resolve(upscaler.source, base)})
+        return self.model_copy(update={"models": models, "loras": loras, "upscaler": upscaler})
+
+
+def _resolve(value: str, base: Path) -> str:
+    """``./x`` and ``../x`` are relative to the config file; ``~`` is the home folder."""
+    if value.startswith(("./", "../", ".\\", "..\\")):
+        return str((base / value).resolve())
+    if value.startswith("~"):
+        return str(Path(value).expanduser())
+    return value
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem: ``models.sdxl.family: Input should be 'sd15' or 'sdxl'``."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        problems.append(f"{location}: {message}")
+    return "; ".join(problems)
+
+
+def load_engine_config(path: Path | str) -> EngineConfig:
+    """Read and validate an engine TOML file. Raises ``ConfigError`` naming file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return EngineConfig.from_mapping(data, source=path)

@@ -1,0 +1,531 @@
+"""Turning a validated ``ImageJob`` into images.
+
+    engine = Engine(load_engine_config("engine.toml"))
+    plan = engine.plan(job)                     # JobRejected now, before any heavy work
+    result = engine.generate(job, progress=lambda step, total: ..., cancel=threading.Event())
+    result.images[0].save("out.png"); result.seed  # the seed used (drawn when absent)
+
+What a job may ask for and what it gets:
+
+- ``model``/``lora``: names from the operator's configuration (``Registry``).
+- ``ratio``/``size``/``upscale``: ``job_dimensions`` for the model's family; the image is
+  generated at ``plan.dimensions.width x height``, upscaled (Lanczos or the configured
+  learned upscaler), then resized to exactly ``output_width x output_height``.
+- ``steps``/``guidance_scale``/``strength``: the job's, else the model's defaults, else 30,
+  7.5 and 0.75; a value beyond ``limits`` is rejected, never clamped.
+- ``seed``: the job's, else one drawn with ``secrets``; a ``torch.Generator`` on the device
+  seeded with it makes the job reproducible on the same machine.
+- an input image (``init_image``): img2img over the same weights (``from_pipe``), the image
+  resized to the generation size.
+
+One job runs at a time per engine (a lock). Nothing survives a job: LoRA adapters are
+enabled for the job and disabled afterwards whatever happens, the generator is the job's own,
+and a failed job (out of memory, a pipeline error) raises ``EngineError`` and leaves the
+engine usable. ``cancel`` is checked between denoising steps (``JobCancelled``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+from PIL import Image, ImageOps
+
+from nostr_imagegen.engine.config import EngineConfig, EngineLimits
+from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
+from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
+from nostr_imagegen.engine.registry import Registry
+from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
+from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, NostrImagegenError
+from nostr_imagegen.imagejob.dimensions import Dimensions, ModelFamily, job_dimensions
+from nostr_imagegen.imagejob.model import ImageJob, Ratio
+
+__all__ = [
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_STEPS",
+    "DEFAULT_STRENGTH",
+    "Engine",
+    "EngineOffer",
+    "GenerationPlan",
+    "GenerationResult",
+    "OfferedLora",
+    "OfferedModel",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STEPS: Final = 30
+DEFAULT_GUIDANCE_SCALE: Final = 7.5
+#: FLUX is distilled for low guidance; 7.5 would burn its images.
+_FAMILY_GUIDANCE: Final = {ModelFamily.FLUX: 3.5}
+DEFAULT_STRENGTH: Final = 0.75
+#: Seeds drawn for jobs that give none: 32 bits, like most front ends, so they can be retyped.
+_SEED_BITS: Final = 32
+
+Progress = Callable[[int, int], None]
+
+
+class _Interrupted(Exception):
+    """Raised inside the step callback to leave the denoising loop at once."""
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    """What a job will run as, decided before any model is loaded."""
+
+    model: str
+    family: ModelFamily
+    loras: tuple[tuple[str, float], ...]
+    dimensions: Dimensions
+    steps: int
+    guidance_scale: float
+    #: img2img strength; None for text-to-image.
+    strength: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """The images of one job and exactly how they were made."""
+
+    #: Final images, upscaled and resized to ``output_width x output_height``.
+    images: tuple[Image.Image, ...]
+    seed: int
+    model: str
+    loras: tuple[tuple[str, float], ...]
+    #: Size the pipeline generated at.
+    width: int
+    height: int
+    #: Size delivered (after upscaling).
+    output_width: int
+    output_height: int
+    steps: int
+    guidance_scale: float
+    strength: float | None
+    prompt: str
+    negative_prompt: str | None
+    #: Seconds from the start of the job (model loading included) to the final images.
+    elapsed: float
+
+    def metadata(self) -> dict[str, str]:
+        """How the image was made, as text (for PNG text chunks / EXIF; no paths in it)."""
+        data = {
+            "prompt": self.prompt,
+            "seed": str(self.seed),
+            "model": self.model,
+            "steps": str(self.steps),
+            "guidance_scale": _format_number(self.guidance_scale),
+            "size": f"{self.width}x{self.height}",
+        }
+        if self.negative_prompt:
+            data["negative_prompt"] = self.negative_prompt
+        if self.loras:
+            data["loras"] = ", ".join(f"{n}:{_format_number(w)}" for n, w in self.loras)
+        if self.strength is not None:
+            data["strength"] = _format_number(self.strength)
+        if (self.output_width, self.output_height) != (self.width, self.height):
+            data["output_size"] = f"{self.output_width}x{self.output_height}"
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedModel:
+    name: str
+    family: ModelFamily
+    default: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedLora:
+    name: str
+    family: ModelFamily
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOffer:
+    """What this engine serves, for NIP-89 handler information (``build_handler_info``)."""
+
+    models: tuple[OfferedModel, ...]
+    loras: tuple[OfferedLora, ...]
+    ratios: tuple[Ratio, ...]
+    limits: EngineLimits
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model.name for model in self.models]
+
+    @property
+    def lora_names(self) -> list[str]:
+        return [lora.name for lora in self.loras]
+
+
+class Engine:
+    """Generates images for jobs with the models of an ``EngineConfig``.
+
+    ``device``/``dtype`` override the configuration (``"cuda"``, ``"float16"``...); by
+    default the best device and its usual precision are used. ``loader`` replaces the
+    diffusers loading function and ``upscaler`` the configured upscaler (both for embedding
+    and tests).
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        loader: PipelineLoader | None = None,
+        upscaler: Upscaler | None = None,
+    ) -> None:
+        self._config = config
+        self._registry = Registry(config)
+        self._device = select_device(device if device is not None else config.device)
+        self._dtype = select_dtype(self._device, dtype if dtype is not None else config.dtype)
+        self._cache = PipelineCache(config, self._device, self._dtype, loader=loader)
+        self._upscaler = upscaler
+        self._lock = threading.Lock()
+        self._upscaler_lock = threading.Lock()
+        logger.info("engine on %s (%s)", self._device, str(self._dtype).removeprefix("torch."))
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def cache(self) -> PipelineCache:
+        return self._cache
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def offered(self) -> EngineOffer:
+        """The models, LoRAs, ratios and limits this engine serves."""
+        names = self._registry.model_names()
+        models = tuple(
+            OfferedModel(name, self._config.models[name].family, name == names[0]) for name in names
+        )
+        loras = tuple(
+            OfferedLora(name, lora.family, lora.weight) for name, lora in self._config.loras.items()
+        )
+        return EngineOffer(
+            models=models, loras=loras, ratios=tuple(Ratio), limits=self._config.limits
+        )
+
+    def warm(self, model_name: str | None = None) -> None:
+        """Load a model (the default one when None) and the upscaler now, not on first job."""
+        name, _ = self._registry.resolve_model(model_name)
+        self._cache.get(name)
+        self._get_upscaler()
+
+    def close(self) -> None:
+        """Unload every model. The engine loads them again if used afterwards."""
+        with self._lock:
+            self._cache.clear()
+
+    def plan(self, job: ImageJob, *, img2img: bool | None = None) -> GenerationPlan:
+        """Check ``job`` against the offer and the limits; raises ``JobRejected``.
+
+        ``img2img`` says whether an input image will be given (default: when the job has
+        an image URL). Cheap: nothing is loaded.
+        """
+        if img2img is None:
+            img2img = job.image_url is not None
+        name, model = self._registry.resolve_model(job.model)
+        loras = self._registry.resolve_loras(job.loras, model.family)
+        limits = self._config.limits
+        dimensions = job_dimensions(
+            job,
+            model.family,
+            native_size=model.native_size,
+            limits=limits.dimension_limits(),
+            default_upscale=self._config.upscaler.default_factor,
+        )
+        steps = self._steps(job, model.steps, limits)
+        guidance = self._guidance(job, model.guidance_scale, model.family, limits)
+        strength: float | None = None
+        if img2img:
+            strength = job.strength if job.strength is not None else model.strength
+            if strength is None:
+                strength = DEFAULT_STRENGTH
+            if not 0.0 < strength <= 1.0:
+                raise JobRejected(
+                    f"strength {strength:g} must be above 0 and at most 1",
+                    tag=("param", "strength", _format_number(strength)),
+                )
+            # diffusers runs int(steps * strength) steps; at least one is needed.
+            if int(steps * strength) < 1:
+                needed = math.ceil(1 / strength)
+                if job.steps is not None or needed > limits.max_steps:
+                    raise JobRejected(
+                        f"{steps} steps at strength {strength:g} leave no step to run; "
+                        f"use at least {needed} steps or a higher strength",
+                        tag=("param", "steps", str(steps)),
+                    )
+                steps = needed  # the model's default is a preference, not the customer's ask
+        return GenerationPlan(
+            model=name,
+            family=model.family,
+            loras=tuple(loras),
+            dimensions=dimensions,
+            steps=steps,
+            guidance_scale=guidance,
+            strength=strength,
+        )
+
+    def generate(
+        self,
+        job: ImageJob,
+        *,
+        init_image: Image.Image | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Run ``job``; see the module docstring. Raises ``JobRejected`` (the job asks for
+        something not served), ``JobCancelled`` (``cancel`` was set), ``EngineError``."""
+        if job.image_url is not None and init_image is None:
+            raise EngineError("the job asks to alter an image: fetch it and pass it as init_image")
+        plan = self.plan(job, img2img=init_image is not None)
+        seed = job.seed if job.seed is not None else secrets.randbits(_SEED_BITS)
+        with self._lock:
+            return self._run(job, plan, seed, init_image, progress, cancel)
+
+    # ----- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _steps(job: ImageJob, default: int | None, limits: EngineLimits) -> int:
+        if job.steps is None:
+            return default if default is not None else min(DEFAULT_STEPS, limits.max_steps)
+        if not 1 <= job.steps <= limits.max_steps:
+            raise JobRejected(
+                f"{job.steps} steps are not served here; use 1 to {limits.max_steps}",
+                tag=("param", "steps", str(job.steps)),
+            )
+        return job.steps
+
+    @staticmethod
+    def _guidance(
+        job: ImageJob, default: float | None, family: ModelFamily, limits: EngineLimits
+    ) -> float:
+        if job.guidance_scale is None:
+            if default is not None:
+                return default
+            return min(
+                _FAMILY_GUIDANCE.get(family, DEFAULT_GUIDANCE_SCALE), limits.max_guidance_scale
+            )
+        value = float(job.guidance_scale)
+        if not (math.isfinite(value) and 0.0 <= value <= limits.max_guidance_scale):
+            raise JobRejected(
+                f"guidance_scale {value:g} is not served here; use 0 to "
+                f"{_format_number(limits.max_guidance_scale)}",
+                tag=("param", "guidance_scale", _format_number(value)),
+            )
+        return value
+
+    def _run(
+        self,
+        job: ImageJob,
+        plan: GenerationPlan,
+        seed: int,
+        init_image: Image.Image | None,
+        progress: Progress | None,
+        cancel: threading.Event | None,
+    ) -> GenerationResult:
+        started = time.monotonic()
+        _check_cancel(cancel)
+        entry = self._cache.get(plan.model)
+        lora_names = [name for name, _ in plan.loras]
+        if lora_names:
+            self._cache.ensure_loras(entry, lora_names)
+        _check_cancel(cancel)
+        pipeline = entry.img2img() if init_image is not None else entry.text2img
+        if pipeline is None:
+            raise EngineError(f"model {plan.model!r} was unloaded during the job")
+        kwargs = self._call_arguments(job, plan, seed, pipeline, init_image, progress, cancel)
+        images = self._call(entry, pipeline, plan, kwargs)
+        finished = tuple(self._finish(image, plan.dimensions) for image in images)
+        elapsed = time.monotonic() - started
+        logger.info(
+            "job %s: %s %dx%d, %d steps, seed %d, %.2fs",
+            job.id[:12],
+            plan.model,
+            plan.dimensions.width,
+            plan.dimensions.height,
+            plan.steps,
+            seed,
+            elapsed,
+        )
+        return GenerationResult(
+            images=finished,
+            seed=seed,
+            model=plan.model,
+            loras=plan.loras,
+            width=plan.dimensions.width,
+            height=plan.dimensions.height,
+            output_width=plan.dimensions.output_width,
+            output_height=plan.dimensions.output_height,
+            steps=plan.steps,
+            guidance_scale=plan.guidance_scale,
+            strength=plan.strength,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            elapsed=elapsed,
+        )
+
+    def _call_arguments(
+        self,
+        job: ImageJob,
+        plan: GenerationPlan,
+        seed: int,
+        pipeline: Any,
+        init_image: Image.Image | None,
+        progress: Progress | None,
+        cancel: threading.Event | None,
+    ) -> dict[str, Any]:
+        accepted = inspect.signature(pipeline.__call__).parameters
+        generator = torch.Generator(device=generator_device(self._device)).manual_seed(seed)
+
+        def on_step_end(
+            pipe: Any, step: int, timestep: Any, tensors: Mapping[str, Any]
+        ) -> Mapping[str, Any]:
+            if cancel is not None and cancel.is_set():
+                raise _Interrupted
+            if progress is not None:
+                progress(step + 1, int(getattr(pipe, "num_timesteps", plan.steps)))
+            return tensors
+
+        kwargs: dict[str, Any] = {
+            "prompt": job.prompt,
+            "num_inference_steps": plan.steps,
+            "guidance_scale": plan.guidance_scale,
+            "generator": generator,
+            "num_images_per_prompt": 1,
+            "output_type": "pil",
+            "callback_on_step_end": on_step_end,
+        }
+        if job.negative_prompt:
+            if "negative_prompt" not in accepted:
+                raise JobRejected(
+                    f"model {plan.model!r} does not take a negative prompt",
+                    tag=("param", "negative_prompt", job.negative_prompt[:64]),
+                )
+            kwargs["negative_prompt"] = job.negative_prompt
+        size = (plan.dimensions.width, plan.dimensions.height)
+        if init_image is not None:
+            kwargs["image"] = _prepare_init_image(init_image, size)
+            kwargs["strength"] = plan.strength
+        else:
+            kwargs["width"], kwargs["height"] = size
+        return kwargs
+
+    def _call(
+        self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
+    ) -> list[Image.Image]:
+        try:
+            if plan.loras:
+                pipeline.enable_lora()
+                pipeline.set_adapters(
+                    [name for name, _ in plan.loras],
+                    adapter_weights=[weight for _, weight in plan.loras],
+                )
+            try:
+                output = pipeline(**kwargs)
+            finally:
+                if plan.loras:
+                    self._reset_loras(entry, pipeline)
+        except _Interrupted:
+            raise JobCancelled("the job was cancelled") from None
+        except torch.OutOfMemoryError as exc:
+            self._after_out_of_memory()
+            raise EngineError(
+                f"out of memory generating {plan.dimensions.width}x{plan.dimensions.height} "
+                f"with {plan.model!r}"
+            ) from exc
+        except NostrImagegenError:
+            raise
+        except Exception as exc:
+            logger.exception("pipeline %r failed", plan.model)
+            raise EngineError(f"image generation failed ({type(exc).__name__}: {exc})") from exc
+        images = list(output.images)
+        if not images or not all(isinstance(image, Image.Image) for image in images):
+            raise EngineError("the pipeline returned no image")
+        return images
+
+    def _reset_loras(self, entry: LoadedModel, pipeline: Any) -> None:
+        """Back to the base model; if that fails the pipeline is dropped, never reused."""
+        try:
+            pipeline.disable_lora()
+        except Exception:
+            logger.exception("disabling LoRAs on %r failed; unloading it", entry.name)
+            self._cache.evict(entry.name)
+
+    def _after_out_of_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self._device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _finish(self, image: Image.Image, dimensions: Dimensions) -> Image.Image:
+        target = (dimensions.output_width, dimensions.output_height)
+        limits = self._config.limits
+        if dimensions.upscale > 1.0:
+            image = upscale_image(
+                image,
+                dimensions.upscale,
+                self._get_upscaler(),
+                max_factor=limits.max_upscale,
+                max_pixels=limits.max_output_side**2,
+            )
+        if image.size != target:
+            image = image.resize(target, Image.Resampling.LANCZOS)
+        return image
+
+    def _get_upscaler(self) -> Upscaler:
+        with self._upscaler_lock:
+            if self._upscaler is None:
+                settings = self._config.upscaler
+                if settings.kind == "spandrel" and settings.source is not None:
+                    self._upscaler = SpandrelUpscaler(
+                        Path(settings.source), device=self._device, tile_size=settings.tile_size
+                    )
+                else:
+                    self._upscaler = LanczosUpscaler()
+            return self._upscaler
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise JobCancelled("the job was cancelled")
+
+
+def _prepare_init_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """An RGB copy at the generation size, upright per its EXIF orientation."""
+    upright = ImageOps.exif_transpose(image)
+    if upright is None:  # only with in_place=True; keeps the type checker honest
+        upright = image
+    rgb = upright.convert("RGB")
+    if rgb.size != size:
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    return rgb

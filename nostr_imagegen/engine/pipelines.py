@@ -1,0 +1,313 @@
+"""Loading diffusers pipelines once, keeping a bounded number of them, and their LoRAs.
+
+    cache = PipelineCache(config, device="cuda", dtype=torch.float16)
+    model = cache.get("sdxl-turbo")          # loads on first use, then least-recently-used
+    model.text2img(prompt=..., ...)          # the text-to-image pipeline
+    model.img2img()(prompt=..., image=...)   # derived with from_pipe: the same weights
+    cache.ensure_loras(model, ["pixel-art"]) # named adapters, loaded once per pipeline
+
+Sources: a folder or hub id goes through ``AutoPipelineForText2Image.from_pretrained``; a
+``.safetensors``/``.ckpt`` file through the family's ``from_single_file`` (with
+``single_file_config`` as the folder of component configs, so no network is needed).
+
+Bounds: at most ``cache.max_models`` pipelines, and optionally ``cache.max_memory_mb`` of
+weights (estimated from parameter and buffer bytes); the least recently used goes first, and
+an evicted pipeline is dropped, garbage-collected and, on CUDA, its memory returned.
+
+Thread safety: each model has its own lock, so two threads asking for the same model load it
+once (the second waits for the first) while another model may load beside it.
+
+LoRA state: a freshly loaded adapter is active in diffusers; this cache disables LoRAs right
+after loading, so a pipeline handed out always behaves as the base model until the caller
+enables adapters for one job (``Engine`` does, and turns them off again afterwards).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import torch
+
+from nostr_imagegen.engine.config import EngineConfig, LoraConfig, ModelConfig
+from nostr_imagegen.errors import ConfigError, EngineError
+from nostr_imagegen.imagejob.dimensions import ModelFamily
+
+__all__ = ["LoadedModel", "PipelineCache", "PipelineLoader", "estimate_bytes", "load_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+#: ``(model config, device, dtype) -> text-to-image pipeline``; the seam tests and embedders
+#: may replace (the default is ``load_pipeline``).
+PipelineLoader = Callable[[ModelConfig, str, torch.dtype], Any]
+
+#: Pipeline class for single-file checkpoints of each family.
+_SINGLE_FILE_CLASSES: Final = {
+    ModelFamily.SD15: "StableDiffusionPipeline",
+    ModelFamily.SD2: "StableDiffusionPipeline",
+    ModelFamily.SDXL: "StableDiffusionXLPipeline",
+    ModelFamily.SD3: "StableDiffusion3Pipeline",
+    ModelFamily.FLUX: "FluxPipeline",
+}
+
+
+def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
+    """Load ``model`` with the real diffusers loaders, move it to ``device``, quiet its
+    progress bars. Raises whatever diffusers raises (the cache wraps it)."""
+    diffusers: Any = importlib.import_module("diffusers")
+
+    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    if model.single_file:
+        pipeline_class = getattr(diffusers, _SINGLE_FILE_CLASSES[model.family])
+        if model.single_file_config is not None:
+            kwargs["config"] = model.single_file_config
+        pipeline = pipeline_class.from_single_file(model.source, **kwargs)
+    else:
+        if model.variant is not None:
+            kwargs["variant"] = model.variant
+        pipeline = diffusers.AutoPipelineForText2Image.from_pretrained(model.source, **kwargs)
+    if model.scheduler is not None:
+        scheduler_class = getattr(diffusers, model.scheduler)
+        pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def estimate_bytes(pipeline: Any) -> int:
+    """Bytes held by the parameters and buffers of the pipeline's torch modules."""
+    total = 0
+    seen: set[int] = set()
+    for component in getattr(pipeline, "components", {}).values():
+        if not isinstance(component, torch.nn.Module) or id(component) in seen:
+            continue
+        seen.add(id(component))
+        for tensor in (*component.parameters(), *component.buffers()):
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded model: its text-to-image pipeline, the img2img view of it, its adapters."""
+
+    name: str
+    config: ModelConfig
+    text2img: Any
+    size_bytes: int
+    #: LoRA adapter names loaded into this pipeline (they stay loaded, disabled when unused).
+    loras: set[str] = field(default_factory=set)
+    _img2img: Any = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def img2img(self) -> Any:
+        """The image-to-image pipeline over the same modules (``from_pipe``: no copy)."""
+        with self._lock:
+            if self._img2img is None:
+                diffusers: Any = importlib.import_module("diffusers")
+                try:
+                    pipeline = diffusers.AutoPipelineForImage2Image.from_pipe(self.text2img)
+                except (ValueError, TypeError) as exc:
+                    raise EngineError(f"model {self.name!r} cannot alter images: {exc}") from exc
+                pipeline.set_progress_bar_config(disable=True)
+                self._img2img = pipeline
+            return self._img2img
+
+    def _release(self) -> None:
+        self.text2img = None
+        self._img2img = None
+
+
+class PipelineCache:
+    """Loads each configured model once and keeps the most recently used ones.
+
+    ``loader`` replaces ``load_pipeline`` (the default): it receives a model config, the
+    device and the dtype and returns a text-to-image pipeline.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        device: str,
+        dtype: torch.dtype,
+        *,
+        loader: PipelineLoader | None = None,
+    ) -> None:
+        self._config = config
+        self._device = device
+        self._dtype = dtype
+        self._loader: PipelineLoader = loader if loader is not None else load_pipeline
+        self._lock = threading.Lock()  # guards the two dicts below; never held while loading
+        self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    def loaded(self) -> list[str]:
+        """Names of the loaded models, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def loaded_bytes(self) -> int:
+        """Estimated bytes of weights held by all loaded models."""
+        with self._lock:
+            return sum(entry.size_bytes for entry in self._entries.values())
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model ``name`` (loading it on first use). Raises ``ConfigError`` for a
+        name not in the configuration, ``EngineError`` when loading fails."""
+        model = self._config.models.get(name)
+        if model is None:
+            raise ConfigError(f"model {name!r} is not in the engine configuration")
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:
+                self._entries.move_to_end(name)
+                return entry
+            key_lock = self._key_locks.setdefault(name, threading.Lock())
+        with key_lock:
+            with self._lock:  # another thread may have loaded it while we waited
+                entry = self._entries.get(name)
+                if entry is not None:
+                    self._entries.move_to_end(name)
+                    return entry
+                # Make room first, so the new weights never sit beside a full cache.
+                evicted = self._pop_lru(keep_at_most=self._config.cache.max_models - 1)
+            self._free(evicted)
+            entry = self._load(name, model)
+            with self._lock:
+                self._entries[name] = entry
+                evicted = self._pop_over_budget(keep=name)
+            self._free(evicted)
+            return entry
+
+    def ensure_loras(self, entry: LoadedModel, names: Sequence[str]) -> None:
+        """Load the named LoRAs into ``entry`` as adapters (once each), left disabled."""
+        with entry._lock:
+            missing = [name for name in names if name not in entry.loras]
+            if not missing:
+                return
+            pipeline = entry.text2img
+            if pipeline is None:
+                raise EngineError(f"model {entry.name!r} was unloaded")
+            for name in missing:
+                lora = self._config.loras.get(name)
+                if lora is None:
+                    raise ConfigError(f"LoRA {name!r} is not in the engine configuration")
+                self._load_lora(entry, pipeline, name, lora)
+            pipeline.disable_lora()
+            entry.size_bytes = estimate_bytes(pipeline)
+
+    def evict(self, name: str) -> bool:
+        """Drop model ``name`` now; True when it was loaded."""
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is None:
+            return False
+        self._free([entry])
+        return True
+
+    def clear(self) -> None:
+        """Drop every loaded model."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        self._free(entries)
+
+    # ----- internals -------------------------------------------------------------------
+
+    def _load(self, name: str, model: ModelConfig) -> LoadedModel:
+        logger.info("loading model %r (%s)", name, model.family.value)
+        try:
+            pipeline = self._loader(model, self._device, self._dtype)
+        except torch.OutOfMemoryError as exc:
+            _collect(self._device)
+            raise EngineError(f"model {name!r} does not fit in memory") from exc
+        except Exception as exc:  # diffusers/transformers/hub raise many types
+            # The detail (paths, hub errors) goes to the operator's log, not to customers.
+            logger.error("loading model %r from %s failed: %s", name, model.source, exc)
+            raise EngineError(f"model {name!r} could not be loaded ({type(exc).__name__})") from exc
+        size = estimate_bytes(pipeline)
+        logger.info("model %r loaded: about %.1f MiB of weights", name, size / 2**20)
+        return LoadedModel(name=name, config=model, text2img=pipeline, size_bytes=size)
+
+    def _load_lora(self, entry: LoadedModel, pipeline: Any, name: str, lora: LoraConfig) -> None:
+        logger.info("loading LoRA %r into model %r", name, entry.name)
+        try:
+            pipeline.load_lora_weights(lora.source, adapter_name=name)
+        except Exception as exc:
+            logger.error("loading LoRA %r from %s failed: %s", name, lora.source, exc)
+            try:  # leave no half-injected adapter behind
+                if name in _adapter_names(pipeline):
+                    pipeline.delete_adapters([name])
+                pipeline.disable_lora()
+            except Exception:
+                logger.exception("cleaning up LoRA %r failed; unloading model", name)
+                self.evict(entry.name)
+            raise EngineError(f"LoRA {name!r} could not be loaded ({type(exc).__name__})") from exc
+        entry.loras.add(name)
+
+    def _pop_lru(self, *, keep_at_most: int) -> list[LoadedModel]:
+        evicted: list[LoadedModel] = []
+        while len(self._entries) > max(keep_at_most, 0):
+            _, entry = self._entries.popitem(last=False)
+            evicted.append(entry)
+        return evicted
+
+    def _pop_over_budget(self, *, keep: str) -> list[LoadedModel]:
+        evicted = self._pop_lru_except(keep, self._config.cache.max_models)
+        budget_mb = self._config.cache.max_memory_mb
+        if budget_mb is not None:
+            budget = budget_mb * 2**20
+            while sum(e.size_bytes for e in self._entries.values()) > budget:
+                victims = [name for name in self._entries if name != keep]
+                if not victims:
+                    logger.warning(
+                        "model %r alone needs about %.0f MiB, above cache.max_memory_mb=%d",
+                        keep,
+                        self._entries[keep].size_bytes / 2**20,
+                        budget_mb,
+                    )
+                    break
+                evicted.append(self._entries.pop(victims[0]))
+        return evicted
+
+    def _pop_lru_except(self, keep: str, limit: int) -> list[LoadedModel]:
+        evicted: list[LoadedModel] = []
+        while len(self._entries) > limit:
+            victim = next(name for name in self._entries if name != keep)
+            evicted.append(self._entries.pop(victim))
+        return evicted
+
+    def _free(self, entries: list[LoadedModel]) -> None:
+        if not entries:
+            return
+        for entry in entries:
+            logger.info("unloading model %r", entry.name)
+            with entry._lock:
+                entry._release()
+        _collect(self._device)
+
+
+def _adapter_names(pipeline: Any) -> set[str]:
+    listed = pipeline.get_list_adapters()
+    return {name for names in listed.values() for name in names}
+
+
+def _collect(device: str) -> None:
+    """Return freed memory: Python objects first, then the CUDA caching allocator."""
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

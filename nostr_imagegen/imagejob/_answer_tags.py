@@ -41,8 +41,6 @@ MAX_BOLT11_CHARS = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BOLT11 = re.compile(r"^ln[0-9a-z]+$")
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
-# C0/C1 control characters (newlines included) and a few invisible format characters.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
 
 @dataclass(frozen=True)
@@ -88,13 +86,17 @@ def check_request_kind(kind: int) -> None:
 
 
 def clean_text(text: str, limit: int) -> str:
-    """One line of at most ``limit`` characters: control characters become spaces.
+    """One line of at most ``limit`` characters: anything unprintable becomes a space.
 
     Used for every human-readable string that goes into a public tag, and for text read
-    from the network before anyone displays it (no terminal escapes, no fake extra lines).
+    from the network before anyone displays it: no terminal escapes, no bidi overrides, no
+    fake extra lines. Longer text is cut and ends with ``…``.
     """
-    flat = " ".join(_CONTROL.sub(" ", text).split())
-    if len(flat) <= limit:
+    cap = 8 * limit  # never walk an unbounded string character by character
+    cut = len(text) > cap
+    printable = "".join(ch if ch.isprintable() else " " for ch in text[:cap])
+    flat = " ".join(printable.split())
+    if len(flat) <= limit and not cut:
         return flat
     return flat[: limit - 1].rstrip() + "…"
 
@@ -107,7 +109,7 @@ def check_url(url: str, what: str, schemes: tuple[str, ...]) -> str:
         raise EventError(f"{what} is longer than {MAX_URL_CHARS} characters")
     if not url.lower().startswith(tuple(f"{scheme}://" for scheme in schemes)):
         raise EventError(f"{what} must start with {' or '.join(s + '://' for s in schemes)}")
-    if any(ch.isspace() for ch in url) or _CONTROL.search(url):
+    if not url.isprintable() or any(ch.isspace() for ch in url):
         raise EventError(f"{what} must not contain whitespace or control characters")
     return url
 

@@ -6,11 +6,13 @@ import json
 
 import pytest
 from _answers_support import clear_job, encrypted_job, signed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from nostr_imagegen.errors import EncryptionError, EventError
+from nostr_imagegen.errors import EncryptionError, EventError, NostrImagegenError
 from nostr_imagegen.imagejob.results import JobStatus, build_feedback, parse_feedback
 from nostr_imagegen.nostr.encryption import EncryptionScheme, decrypt, detect_scheme
-from nostr_imagegen.nostr.event import UnsignedEvent
+from nostr_imagegen.nostr.event import Event, UnsignedEvent
 from nostr_imagegen.nostr.keys import Keys
 
 BOLT11 = "lnbc210n1pjexampleinvoice0qq"
@@ -326,3 +328,32 @@ def test_parse_feedback_refuses_malformed_events(
 ) -> None:
     with pytest.raises(EventError, match=match):
         parse_feedback(signed(UnsignedEvent(kind=kind, tags=tags), provider))
+
+
+_text = st.text(max_size=60)
+_tag = st.one_of(
+    st.lists(_text, max_size=4),
+    st.tuples(st.sampled_from(["status", "amount", "e", "encrypted"]), _text, _text).map(list),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(content=_text, tags=st.lists(_tag, max_size=8))
+def test_parse_feedback_raises_only_our_errors_and_returns_printable_notes(
+    content: str, tags: list[list[str]]
+) -> None:
+    event = Event.model_construct(
+        id="00" * 32,
+        pubkey="11" * 32,
+        created_at=0,
+        kind=7000,
+        tags=tuple(tuple(t) for t in [["status", "processing", "x\n\x1b"], *tags]),
+        content=content,
+        sig="22" * 64,
+    )
+    try:
+        parsed = parse_feedback(event, keys=Keys.generate())
+    except NostrImagegenError:
+        return
+    assert parsed.message is None or parsed.message.isprintable()
+    assert parsed.raw_status.isprintable()

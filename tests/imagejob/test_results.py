@@ -6,8 +6,10 @@ import json
 
 import pytest
 from _answers_support import PROMPT, clear_job, encrypted_job, signed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from nostr_imagegen.errors import EncryptionError, EventError
+from nostr_imagegen.errors import EncryptionError, EventError, NostrImagegenError
 from nostr_imagegen.imagejob.results import (
     ImageLink,
     build_result,
@@ -15,7 +17,7 @@ from nostr_imagegen.imagejob.results import (
     result_kind_for,
 )
 from nostr_imagegen.nostr.encryption import EncryptionScheme, decrypt, detect_scheme
-from nostr_imagegen.nostr.event import UnsignedEvent, parse_event
+from nostr_imagegen.nostr.event import Event, UnsignedEvent, parse_event
 from nostr_imagegen.nostr.keys import Keys
 
 SHA_A = "a" * 64
@@ -382,3 +384,57 @@ def test_parse_result_refuses_a_garbled_amount(provider: Keys) -> None:
     event = signed(result_event(URL_A, [["amount", "12abc"]]), provider)
     with pytest.raises(EventError, match="amount"):
         parse_result(event)
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+_text = st.text(max_size=80)
+_tag = st.one_of(
+    st.lists(_text, max_size=5),
+    st.tuples(st.sampled_from(["imeta", "amount", "e", "encrypted"]), _text, _text).map(list),
+    st.lists(
+        st.sampled_from(["url https://a.example/x.png", "dim 3x4", "m image/png", "size 9"])
+        | _text.map(lambda s: "x " + s),
+        max_size=6,
+    ).map(lambda entries: ["imeta", *entries]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(content=_text, tags=st.lists(_tag, max_size=8), kind=st.integers(5990, 7010))
+def test_parse_result_raises_only_our_errors(
+    content: str, tags: list[list[str]], kind: int
+) -> None:
+    event = Event.model_construct(
+        id="00" * 32,
+        pubkey="11" * 32,
+        created_at=0,
+        kind=kind,
+        tags=tuple(tuple(t) for t in [["e", "ab" * 32], *tags]),
+        content=content,
+        sig="22" * 64,
+    )
+    try:
+        parsed = parse_result(event, keys=Keys.generate())
+    except NostrImagegenError:
+        return
+    assert all(url.startswith(("http://", "https://")) for url in parsed.urls)
+    assert len(parsed.urls) <= 32
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    url=st.from_regex(r"https://[a-z]{1,10}\.example/[A-Za-z0-9._~%-]{0,40}", fullmatch=True),
+    mime=st.none() | st.sampled_from(["image/png", "image/jpeg", "image/webp"]),
+    sha=st.none() | st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+    dim=st.none() | st.tuples(st.integers(1, 100_000), st.integers(1, 100_000)),
+    size=st.none() | st.integers(0, 2**53),
+)
+def test_imeta_round_trip_property(
+    url: str, mime: str | None, sha: str | None, dim: tuple[int, int] | None, size: int | None
+) -> None:
+    width, height = dim if dim is not None else (None, None)
+    link = ImageLink(url=url, mime=mime, sha256=sha, width=width, height=height, size_bytes=size)
+    if not link.has_metadata:
+        return
+    assert ImageLink.from_imeta_tag(link.to_imeta_tag()) == link

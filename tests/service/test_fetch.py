@@ -593,7 +593,7 @@ class _ImageHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def image_server() -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server.server_address[1]

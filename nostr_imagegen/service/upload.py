@@ -263,7 +263,8 @@ class BlossomHost:
                     descriptor = await self._put(client, index, data, mime, sha256)
                 except UploadError as exc:
                     logger.warning("Blossom upload to %s failed: %s", self._domains[index], exc)
-                    failures.append(f"{self._domains[index]}: {exc}")
+                    several = len(self._servers) > 1
+                    failures.append(f"{self._domains[index]}: {exc}" if several else str(exc))
                     continue
                 logger.info("uploaded %s to %s", sha256, server)
                 mirrors: tuple[str, ...] = ()

@@ -623,3 +623,16 @@ async def test_real_local_server_is_refused_by_default(image_server: int) -> Non
     with pytest.raises(FetchError, match="not a public"):
         await fetch_image(f"http://127.0.0.1:{image_server}/a.png")
     assert _ImageHandler.seen_hosts == []
+
+
+async def test_a_callers_client_defaults_never_reach_the_customers_host() -> None:
+    server = Server({("img.example", "/a.png"): image_response(png_bytes())})
+    dns = FakeDNS({"img.example": [PUBLIC_V4]})
+    transport = httpx.MockTransport(server)
+    async with httpx.AsyncClient(
+        transport=transport, headers={"X-Api-Key": "operator-secret"}, auth=("user", "pw")
+    ) as client:
+        await fetch_image("https://img.example/a.png", client=client, resolver=dns)
+    (request,) = server.requests
+    assert "authorization" not in request.headers
+    assert "x-api-key" not in request.headers

@@ -667,7 +667,7 @@ async def test_all_hosts_failing_summarises_each_without_secrets(
         with pytest.raises(UploadError) as caught:
             await upload_with_fallback(hosts, data, mime="image/png", sha256=sha)
     message = str(caught.value)
-    assert "blossom a.example: a.example: HTTP 403 (banned)" in message
+    assert "blossom a.example: HTTP 403 (banned)" in message
     assert "nip96 files.example: HTTP 403 (banned)" in message
     assert "custom: unexpected RuntimeError" in message
     assert "secret detail" not in message

@@ -209,11 +209,23 @@ def _decrypt_tags(
     except (ValueError, RecursionError):
         raise JobRejected("the decrypted request is not JSON", marker) from None
     if not isinstance(decoded, list) or not all(
-        isinstance(tag, list) and all(isinstance(element, str) for element in tag)
-        for tag in decoded
+        isinstance(tag, list) and all(_is_text(element) for element in tag) for tag in decoded
     ):
         raise JobRejected("the decrypted request must be a JSON array of string arrays", marker)
     return [tuple(tag) for tag in decoded], scheme
+
+
+def _is_text(value: object) -> bool:
+    """A str that is valid Unicode text: JSON escapes can smuggle in lone surrogates, which
+    could not be written back out as UTF-8 (clear tags never hold them: the event parser
+    refuses them)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(slots=True)

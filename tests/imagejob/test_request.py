@@ -250,6 +250,7 @@ def test_encrypted_request_for_another_key_cannot_be_decrypted() -> None:
         '[["i", "prompt", 5]]',
         '[["i", ["nested"], "text"]]',
         "[" * 5000 + "]" * 5000,
+        '[["i", "a lone surrogate \\ud800", "text"]]',
     ],
 )
 def test_decrypted_payload_must_be_a_list_of_string_lists(plaintext: str) -> None:

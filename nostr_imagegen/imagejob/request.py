@@ -245,21 +245,23 @@ class _Params:
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+def _bad(param: ParamTag, reason: str) -> JobRejected:
+    """The rejection of one param tag, quoting it (clipped)."""
+    return JobRejected(reason, clip_tag(param.to_tag()))
+
+
 def _one_value(param: ParamTag) -> str:
     if len(param.values) != 1:
-        raise JobRejected(
-            f"param {param.key!r} takes one value, got {len(param.values)}",
-            clip_tag(param.to_tag()),
-        )
+        raise _bad(param, f"param {param.key!r} takes one value, got {len(param.values)}")
     return param.value
 
 
 def _name(param: ParamTag, value: str) -> str:
     if not NAME_PATTERN.fullmatch(value) or ".." in value:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"{param.key} {shorten(value)!r} is not a name this provider offers: names are up "
             "to 64 letters, digits, '.', '_' or '-', never a path or a repository",
-            clip_tag(param.to_tag()),
         )
     return value
 
@@ -268,9 +270,9 @@ def _int(param: ParamTag, low: int, high: int) -> int:
     value = _one_value(param)
     number = int(value) if _INT.fullmatch(value) else None
     if number is None or not low <= number <= high:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"{param.key} must be a whole number from {low} to {high}, got {shorten(value)!r}",
-            clip_tag(param.to_tag()),
         )
     return number
 
@@ -278,10 +280,10 @@ def _int(param: ParamTag, low: int, high: int) -> int:
 def _decimal(param: ParamTag, value: str, low: float, high: float, what: str = "") -> float:
     number = float(value) if _DECIMAL.fullmatch(value) else math.nan
     if not low <= number <= high:  # NaN fails too
-        raise JobRejected(
+        raise _bad(
+            param,
             f"{what or param.key} must be a number from {low:g} to {high:g}, "
             f"got {shorten(value)!r}",
-            clip_tag(param.to_tag()),
         )
     return number
 
@@ -290,10 +292,10 @@ def _ratio(param: ParamTag) -> Ratio:
     values = param.values
     text = ":".join(values) if len(values) == 2 else values[0]
     if len(values) > 2 or text not in _RATIO_VALUES:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"ratio {shorten(' '.join(values))!r} is not one of {_RATIOS}; "
             "ask for another shape with size=WxH (for example size=1024x768)",
-            clip_tag(param.to_tag()),
         )
     return Ratio(text)
 
@@ -306,14 +308,13 @@ def _size(param: ParamTag, limits: JobLimits) -> tuple[int, int]:
     elif len(values) == 2 and all(_SIDE.fullmatch(v) for v in values):
         width, height = int(values[0]), int(values[1])
     else:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"size {shorten(' '.join(values))!r} is not WIDTHxHEIGHT in pixels, like 1024x768",
-            clip_tag(param.to_tag()),
         )
     if not all(1 <= side <= limits.max_size_side for side in (width, height)):
-        raise JobRejected(
-            f"size {width}x{height} must have sides from 1 to {limits.max_size_side} pixels",
-            clip_tag(param.to_tag()),
+        raise _bad(
+            param, f"size {width}x{height} must have sides from 1 to {limits.max_size_side} pixels"
         )
     return width, height
 
@@ -323,19 +324,19 @@ def _upscale(param: ParamTag, limits: JobLimits) -> float:
     match = _UPSCALE.fullmatch(value)
     factor = float(match[1]) if match else math.nan
     if not 1.0 <= factor <= limits.max_upscale:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"upscale must be a factor from 1 (none) to {limits.max_upscale:g}, like 2 or 2x; "
             f"got {shorten(value)!r}",
-            clip_tag(param.to_tag()),
         )
     return factor
 
 
 def _lora(param: ParamTag, limits: JobLimits) -> LoraRequest:
     if len(param.values) > 2:
-        raise JobRejected(
+        raise _bad(
+            param,
             f"a lora param takes a name and an optional weight, got {len(param.values)} values",
-            clip_tag(param.to_tag()),
         )
     name = _name(param, param.value)
     weight = None
@@ -364,33 +365,26 @@ _SINGLE_KEYS = frozenset(
 def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
     out = _Params()
     seen: set[str] = set()
-    lora_weight: float | None = None
-    lora_weight_tag: Tag | None = None
+    # `lora_weight` and its tag, applied once every lora is known.
+    lora_weight: tuple[float, ParamTag] | None = None
     for param in params:
         key = param.key
         if key in _SINGLE_KEYS:
             if key in seen:
-                raise JobRejected(
-                    f"param {key!r} is given more than once", clip_tag(param.to_tag())
-                )
+                raise _bad(param, f"param {key!r} is given more than once")
             seen.add(key)
         if key == "model":
             out.model = _name(param, _one_value(param))
         elif key == "lora":
             lora = _lora(param, limits)
             if any(known.name == lora.name for known in out.loras):
-                raise JobRejected(
-                    f"lora {lora.name!r} is given more than once", clip_tag(param.to_tag())
-                )
+                raise _bad(param, f"lora {lora.name!r} is given more than once")
             out.loras.append(lora)
             if len(out.loras) > limits.max_loras:
-                raise JobRejected(
-                    f"at most {limits.max_loras} loras per job", clip_tag(param.to_tag())
-                )
+                raise _bad(param, f"at most {limits.max_loras} loras per job")
         elif key == "lora_weight":
             bound = limits.max_lora_weight
-            lora_weight = _decimal(param, _one_value(param), -bound, bound)
-            lora_weight_tag = clip_tag(param.to_tag())
+            lora_weight = (_decimal(param, _one_value(param), -bound, bound), param)
         elif key == "ratio":
             out.ratio = _ratio(param)
         elif key == "size":
@@ -398,9 +392,8 @@ def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
         elif key == "negative_prompt":
             value = _one_value(param)
             if len(value) > limits.max_prompt_chars:
-                raise JobRejected(
-                    f"negative_prompt is longer than {limits.max_prompt_chars} characters",
-                    clip_tag(param.to_tag()),
+                raise _bad(
+                    param, f"negative_prompt is longer than {limits.max_prompt_chars} characters"
                 )
             out.negative_prompt = value if value.strip() else None
         elif key == "upscale":
@@ -414,20 +407,20 @@ def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
         elif key == "strength":
             strength = _decimal(param, _one_value(param), 0.0, 1.0)
             if strength == 0.0:
-                raise JobRejected(
-                    "strength must be above 0 (0 would return the input image unchanged)",
-                    clip_tag(param.to_tag()),
+                raise _bad(
+                    param, "strength must be above 0 (0 would return the input image unchanged)"
                 )
             out.strength = strength
         else:
             # Not fatal: another provider's extension, or one a later version understands.
             out.extra[key] = out.extra.get(key, ()) + param.values
     if lora_weight is not None:
+        weight, weight_param = lora_weight
         if not out.loras:
-            raise JobRejected("lora_weight is given without a lora", lora_weight_tag)
+            raise _bad(weight_param, "lora_weight is given without a lora")
         # `lora_weight` applies to every LoRA that does not carry its own weight.
         out.loras = [
-            lora if lora.weight is not None else LoraRequest(name=lora.name, weight=lora_weight)
+            lora if lora.weight is not None else LoraRequest(name=lora.name, weight=weight)
             for lora in out.loras
         ]
     return out

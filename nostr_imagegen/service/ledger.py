@@ -178,6 +178,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     answered_at     REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (received_at)
+    WHERE answer_json IS NOT NULL AND answered_at IS NULL;
 CREATE TABLE IF NOT EXISTS transitions (
     request_id TEXT NOT NULL,
     state      TEXT NOT NULL,
@@ -550,6 +552,17 @@ class Ledger:
                 )
             ]
         return PendingWork(tuple(resume), tuple(upload), tuple(publish))
+
+    def unanswered(self) -> list[JobRecord]:
+        """Jobs whose signed answer is stored but no relay acknowledged yet (the outbox)."""
+        with self._transaction() as db:
+            return [
+                self._record(db, row)
+                for row in db.execute(
+                    _SELECT + " WHERE answer_json IS NOT NULL AND answered_at IS NULL"
+                    " ORDER BY received_at"
+                )
+            ]
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""The DVM configuration: engine + service sections, relative paths, and no secrets in TOML."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from nostr_imagegen.errors import ConfigError
+from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.service.config import (
+    BlossomStorage,
+    IdentityConfig,
+    LocalStorage,
+    Nip96Storage,
+    ServiceConfig,
+    load_keys,
+    load_service_config,
+)
+
+BASE = """
+[models.tiny]
+source = "./models/tiny"
+family = "sd15"
+
+[service]
+relays = ["wss://relay.example.com", "ws://127.0.0.1:7000"]
+ledger = "state/ledger.sqlite3"
+
+[identity]
+secret_key_file = "dvm.key"
+
+[[storage]]
+type = "blossom"
+servers = ["https://blossom.example.com"]
+
+[[storage]]
+type = "nip96"
+url = "https://nostr.build"
+
+[[storage]]
+type = "local"
+folder = "images"
+base_url = "https://images.example.org"
+listen = "127.0.0.1:8090"
+
+[announce]
+name = "Ostrich"
+about = "tiny pictures"
+refresh_hours = 6
+
+[queue]
+size = 3
+
+[fetch]
+max_bytes = 1048576
+allow_private_addresses = true
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dvm.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_full_configuration_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    config = load_service_config(_write(tmp_path, BASE))
+    assert isinstance(config, ServiceConfig)
+    assert config.service.relays == ("wss://relay.example.com", "ws://127.0.0.1:7000")
+    assert config.service.ledger == tmp_path / "state" / "ledger.sqlite3"
+    assert config.identity.secret_key_file == tmp_path / "dvm.key"
+    blossom, nip96, local = config.storage
+    assert isinstance(blossom, BlossomStorage)
+    assert isinstance(nip96, Nip96Storage)
+    assert isinstance(local, LocalStorage)
+    assert local.folder == tmp_path / "images"
+    assert local.listen_address() == ("127.0.0.1", 8090)
+    assert config.queue.size == 3
+    assert config.announce.refresh_hours == 6
+    assert config.models["tiny"].source == str(tmp_path / "models" / "tiny")
+    policy = config.fetch.policy()
+    assert policy.max_bytes == 1048576
+    assert policy.allow_private_addresses is True
+    engine = config.engine_config()
+    assert type(engine).__name__ == "EngineConfig"
+    assert engine.models == config.models
+
+
+@pytest.mark.parametrize(
+    ("snippet", "where"),
+    [
+        ('[identity]\nsecret_key = "{nsec}"\n', "identity.secret_key"),
+        ('[identity]\nnsec = "{nsec}"\n', "identity.nsec"),
+        ('[identity]\nkey = "{hex}"\n', "identity.key"),
+        ('[identity]\nsecret_key_file = "{nsec}"\n', "identity.secret_key_file"),
+        ('[identity]\nsecret_key_env = "{hex}"\n', "identity.secret_key_env"),
+        ('[announce]\nabout = "{nsec}"\n', "announce.about"),
+    ],
+)
+def test_a_secret_key_in_the_toml_is_refused_without_quoting_it(
+    tmp_path: Path, snippet: str, where: str
+) -> None:
+    keys = Keys.generate()
+    body = BASE.replace('[identity]\nsecret_key_file = "dvm.key"\n', "")
+    if snippet.startswith("[announce]"):
+        body = body.replace('[announce]\nname = "Ostrich"\nabout = "tiny pictures"\n', "")
+        snippet = snippet.rstrip("\n") + '\nname = "x"\n'
+    text = body + snippet.format(nsec=keys.nsec(), hex=keys.secret_hex())
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(_write(tmp_path, text))
+    message = str(caught.value)
+    assert where in message
+    assert "never write the secret key" in message
+    assert keys.nsec() not in message
+    assert keys.secret_hex() not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (("[queue]\nsize = 3", "[queue]\nsize = 0"), "queue.size"),
+        (
+            (
+                'relays = ["wss://relay.example.com", "ws://127.0.0.1:7000"]',
+                'relays = ["https://x"]',
+            ),
+            "service.relays",
+        ),
+        (
+            ('relays = ["wss://relay.example.com", "ws://127.0.0.1:7000"]', "relays = []"),
+            "service.relays",
+        ),
+        (("[queue]\nsize = 3", "[queue]\nsize = 3\ncolour = 1"), "queue.colour: unknown key"),
+        (('type = "nip96"', 'type = "ftp"'), "storage.1"),
+        (('listen = "127.0.0.1:8090"', 'listen = "everywhere"'), "listen"),
+        (("[service]", "[service]\naccepted_kinds = [6100]"), "accepted_kinds"),
+    ],
+)
+def test_invalid_values_are_config_errors_naming_the_field(
+    tmp_path: Path, change: tuple[str, str], complaint: str
+) -> None:
+    old, new = change
+    assert old in BASE
+    with pytest.raises(ConfigError, match=complaint.replace(".", r"\.")):
+        load_service_config(_write(tmp_path, BASE.replace(old, new)))
+
+
+def test_missing_sections_and_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="service: required key is missing"):
+        load_service_config(_write(tmp_path, '[models.tiny]\nsource = "x"\nfamily = "sd15"\n'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_service_config(_write(tmp_path, "[service\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_service_config(tmp_path / "absent.toml")
+
+
+def test_keys_come_from_the_environment_first_then_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_env, from_file = Keys.generate(), Keys.generate()
+    key_file = tmp_path / "dvm.key"
+    key_file.write_text(from_file.nsec() + "\n")
+    os.chmod(key_file, 0o600)
+    identity = IdentityConfig(secret_key_file=key_file, secret_key_env="DVM_KEY")
+    assert load_keys(identity, environ={"DVM_KEY": from_env.secret_hex()}) == from_env
+    with caplog.at_level(logging.WARNING):
+        assert load_keys(identity, environ={}) == from_file
+    assert caplog.records == []
+    os.chmod(key_file, 0o644)
+    with caplog.at_level(logging.WARNING):
+        assert load_keys(identity, environ={}) == from_file
+    assert "chmod 600" in caplog.text
+    assert from_file.nsec() not in caplog.text
+
+
+def test_key_errors_never_quote_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no secret key"):
+        load_keys(IdentityConfig(), environ={})
+    bad = "nsec1" + "q" * 58
+    with pytest.raises(ConfigError, match="NOSTR_IMAGEGEN_NSEC is not a valid key") as caught:
+        load_keys(IdentityConfig(), environ={"NOSTR_IMAGEGEN_NSEC": bad})
+    assert bad not in str(caught.value)
+    key_file = tmp_path / "broken.key"
+    key_file.write_text("not a key at all\n")
+    with pytest.raises(ConfigError, match="does not hold a valid key") as caught:
+        load_keys(IdentityConfig(secret_key_file=key_file), environ={})
+    assert "not a key at all" not in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot read the secret key file"):
+        load_keys(IdentityConfig(secret_key_file=tmp_path / "absent.key"), environ={})

@@ -34,7 +34,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from nostr_imagegen.errors import EventError, MessageError
 from nostr_imagegen.nostr.event import Event, parse_event
@@ -119,8 +127,9 @@ def _check_subscription_id(subscription_id: object) -> str:
 
 def _describe(exc: ValidationError) -> str:
     first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "filter"
-    return f"{where}: {first['msg']}"
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 class Filter(BaseModel):
@@ -172,16 +181,16 @@ class Filter(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise MessageError(f"invalid filter: {_describe(exc)}") from None
-        self._check()
 
-    def _check(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Filter:
+        # An after-validator, so model_validate and model_copy(validate) keep these too.
         if self.since is not None and self.until is not None and self.since > self.until:
-            raise MessageError(f"invalid filter: since {self.since} is after until {self.until}")
+            raise ValueError(f"since {self.since} is after until {self.until}")
         for letter, values in self.tags:
-            if letter in ("e", "p"):
-                bad = next((v for v in values if not _HEX64_RE.match(v)), None)
-                if bad is not None:
-                    raise MessageError(f"invalid filter: #{letter} values must be 64 lowercase hex")
+            if letter in ("e", "p") and not all(_HEX64_RE.match(v) for v in values):
+                raise ValueError(f"#{letter} values must be 64 lowercase hex")
+        return self
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Filter:

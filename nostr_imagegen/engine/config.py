@@ -387,6 +387,10 @@ def _describe(exc: ValidationError) -> str:
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", message))
+        elif error["type"] == "too_short" and location == "models":
+            message = "at least one model must be configured"
         problems.append(f"{location}: {message}")
     return "; ".join(problems)
 

@@ -62,7 +62,7 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     progress bars. Raises whatever diffusers raises (the cache wraps it)."""
     diffusers: Any = importlib.import_module("diffusers")
 
-    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
     if model.single_file:
         pipeline_class = getattr(diffusers, _SINGLE_FILE_CLASSES[model.family])
         if model.single_file_config is not None:
@@ -78,6 +78,16 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def _dtype_keyword() -> str:
+    """diffusers 0.36+ takes ``dtype`` (``torch_dtype`` is deprecated); older ones only
+    ``torch_dtype``."""
+    try:
+        deprecation = importlib.import_module("diffusers.utils.deprecation_utils")
+    except ImportError:
+        return "torch_dtype"
+    return "dtype" if hasattr(deprecation, "_resolve_dtype") else "torch_dtype"
 
 
 def estimate_bytes(pipeline: Any) -> int:

@@ -156,9 +156,13 @@ def _xonly_key(pubkey_hex: str) -> PublicKeyXOnly:
 
 def verify_event(event: Event) -> None:
     """Raise ``InvalidEventId`` or ``InvalidSignature`` unless the event checks out."""
-    expected = compute_event_id(
-        event.pubkey, event.created_at, event.kind, event.tags, event.content
-    )
+    try:
+        expected = compute_event_id(
+            event.pubkey, event.created_at, event.kind, event.tags, event.content
+        )
+    except UnicodeEncodeError:
+        # Python's json module decodes "\ud800" into a lone surrogate, which UTF-8 cannot hold.
+        raise EventError(f"event {event.id} contains text that is not valid Unicode") from None
     if expected != event.id:
         raise InvalidEventId(
             f"event id {event.id} does not match its content (expected {expected})"

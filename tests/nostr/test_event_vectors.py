@@ -97,3 +97,11 @@ def test_pubkey_not_on_the_curve_is_an_invalid_signature(vector: dict[str, Any])
     for _ in range(2):  # refused every time, never remembered as a good key
         with pytest.raises(InvalidSignature, match="invalid pubkey"):
             parse_event(json.dumps(forged))
+
+
+def test_lone_surrogate_in_a_decoded_dict_is_an_event_error() -> None:
+    """json.loads accepts "\\ud800"; the id cannot be computed from it, so it is refused."""
+    wire = sign_event(UnsignedEvent(kind=1, content="x"), Keys.generate()).to_json()
+    decoded = json.loads(wire.replace('"content":"x"', '"content":"\\ud800"'))
+    with pytest.raises(EventError, match="not valid Unicode"):
+        parse_event(decoded)

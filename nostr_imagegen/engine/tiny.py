@@ -446,16 +446,18 @@ def write_tiny_config(
     lora_families: Mapping[str, ModelFamily] | None = None,
     steps: int = 2,
     native_size: int = TINY_NATIVE_SIZE,
+    device: str | None = None,
     extra: str = "",
 ) -> Path:
     """Write an engine TOML offering the tiny ``models`` (name -> folder or file) and ``loras``.
 
-    Families default to SD 1.5; the first model is the default; ``extra`` is TOML appended
-    as is (``[limits]``, ``[cache]``... sections). Returns ``path``.
+    Families default to SD 1.5; the first model is the default; ``device`` is written at the
+    top when given; ``extra`` is TOML appended as is (``[limits]``, ``[cache]``...
+    sections). Returns ``path``.
     """
     families = families or {}
     lora_families = lora_families or {}
-    lines: list[str] = []
+    lines: list[str] = [f"device = {_toml_string(device)}", ""] if device else []
     for name, source in models.items():
         family = families.get(name, ModelFamily.SD15)
         lines += [

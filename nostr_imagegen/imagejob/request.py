@@ -94,7 +94,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: content of the referenced event, or the image link of a previous job's result).
 InputResolver = Callable[[JobInput], JobInput]
 
-_RATIO_VALUES = frozenset(r.value for r in Ratio)
+# Dict lookups: calling an enum with a value goes through EnumType.__call__, several times slower.
+_RATIO_BY_VALUE: dict[str, Ratio] = {r.value: r for r in Ratio}
 _RATIOS = ", ".join(r.value for r in Ratio)
 _SIDE = re.compile(r"[0-9]{1,6}")
 _SIZE = re.compile(r"([0-9]{1,6})[xX]([0-9]{1,6})")
@@ -146,7 +147,7 @@ def is_request_kind(kind: int) -> bool:
     return kind in REQUEST_KINDS
 
 
-def _accepted(kinds: Collection[int]) -> frozenset[int]:
+def _check_kinds(kinds: Collection[int]) -> frozenset[int]:
     accepted = frozenset(kinds)
     if not accepted:
         raise ConfigError("accepted_kinds is empty: accept at least kind 5100")
@@ -158,29 +159,54 @@ def _accepted(kinds: Collection[int]) -> frozenset[int]:
     return accepted
 
 
-def _check_bounds(tags: Sequence[Sequence[str]], limits: JobLimits) -> None:
-    if len(tags) > limits.max_tags:
-        raise JobRejected(f"the request has {len(tags)} tags; at most {limits.max_tags} are read")
+_DEFAULT_KINDS = (IMAGE_GENERATION_KIND,)
+# The last immutable `accepted_kinds` checked and its set: a service passes the same tuple with
+# every request. Held by reference, so its id cannot be reused while it is remembered.
+_last_kinds: tuple[Collection[int], frozenset[int]] = (_DEFAULT_KINDS, _check_kinds(_DEFAULT_KINDS))
+
+
+def _accepted(kinds: Collection[int]) -> frozenset[int]:
+    global _last_kinds
+    last = _last_kinds
+    if kinds is last[0]:
+        return last[1]
+    accepted = _check_kinds(kinds)
+    if type(kinds) is tuple or type(kinds) is frozenset:  # immutable, and so are ints
+        _last_kinds = (kinds, accepted)
+    return accepted
+
+
+def _too_many_tags(count: int, limits: JobLimits) -> JobRejected:
+    return JobRejected(f"the request has {count} tags; at most {limits.max_tags} are read")
+
+
+def _check_and_group(tags: Iterable[Tag], limits: JobLimits, groups: dict[str, list[Tag]]) -> None:
+    """Check each (non-empty) tag against the size bounds, in order, and file it by name.
+
+    One pass over the tags: each list in ``groups`` keeps the order the tags came in.
+    """
+    max_elements = limits.max_tag_elements
+    max_chars = limits.max_element_chars
     for tag in tags:
-        if len(tag) > limits.max_tag_elements:
+        if len(tag) > max_elements:
             raise JobRejected(
-                f"a tag has {len(tag)} elements; at most {limits.max_tag_elements} are read",
+                f"a tag has {len(tag)} elements; at most {max_elements} are read",
                 tag=clip_tag(tag),
             )
-        if any(len(element) > limits.max_element_chars for element in tag):
+        if max(map(len, tag)) > max_chars:
             raise JobRejected(
-                f"a tag value is longer than {limits.max_element_chars} characters",
-                tag=clip_tag(tag),
+                f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
             )
-
-
-def _named(tags: Iterable[Tag], name: str) -> list[Tag]:
-    return [tag for tag in tags if tag and tag[0] == name]
+        group = groups.get(tag[0])
+        if group is None:
+            groups[tag[0]] = [tag]
+        else:
+            group.append(tag)
 
 
 def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
     keys: list[str] = []
-    for tag in _named(tags, ProviderTag.NAME):
+    for tag in tags:
         key = ProviderTag.parse(tag).public_key
         if key not in keys:
             keys.append(key)
@@ -245,81 +271,89 @@ class _Params:
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _bad(param: ParamTag, reason: str) -> JobRejected:
+# The param helpers below take the wire tag itself, ``("param", key, value, ...)``: the
+# request's tags are already tuples of strings, so no view object is built per param.
+
+
+def _bad(param: Tag, reason: str) -> JobRejected:
     """The rejection of one param tag, quoting it (clipped)."""
-    return JobRejected(reason, clip_tag(param.to_tag()))
+    return JobRejected(reason, clip_tag(param))
 
 
-def _one_value(param: ParamTag) -> str:
-    if len(param.values) != 1:
-        raise _bad(param, f"param {param.key!r} takes one value, got {len(param.values)}")
-    return param.value
+def _one_value(param: Tag) -> str:
+    if len(param) != 3:
+        raise _bad(param, f"param {param[1]!r} takes one value, got {len(param) - 2}")
+    return param[2]
 
 
-def _name(param: ParamTag, value: str) -> str:
+def _name(param: Tag, value: str) -> str:
     if not NAME_PATTERN.fullmatch(value) or ".." in value:
         raise _bad(
             param,
-            f"{param.key} {shorten(value)!r} is not a name this provider offers: names are up "
+            f"{param[1]} {shorten(value)!r} is not a name this provider offers: names are up "
             "to 64 letters, digits, '.', '_' or '-', never a path or a repository",
         )
     return value
 
 
-def _int(param: ParamTag, low: int, high: int) -> int:
+def _int(param: Tag, low: int, high: int) -> int:
     value = _one_value(param)
     number = int(value) if _INT.fullmatch(value) else None
     if number is None or not low <= number <= high:
         raise _bad(
             param,
-            f"{param.key} must be a whole number from {low} to {high}, got {shorten(value)!r}",
+            f"{param[1]} must be a whole number from {low} to {high}, got {shorten(value)!r}",
         )
     return number
 
 
-def _decimal(param: ParamTag, value: str, low: float, high: float, what: str = "") -> float:
+def _decimal(param: Tag, value: str, low: float, high: float, what: str = "") -> float:
     number = float(value) if _DECIMAL.fullmatch(value) else math.nan
     if not low <= number <= high:  # NaN fails too
         raise _bad(
             param,
-            f"{what or param.key} must be a number from {low:g} to {high:g}, "
-            f"got {shorten(value)!r}",
+            f"{what or param[1]} must be a number from {low:g} to {high:g}, got {shorten(value)!r}",
         )
     return number
 
 
-def _ratio(param: ParamTag) -> Ratio:
-    values = param.values
-    text = ":".join(values) if len(values) == 2 else values[0]
-    if len(values) > 2 or text not in _RATIO_VALUES:
+def _ratio(param: Tag) -> Ratio:
+    size = len(param)
+    if size == 3:
+        ratio = _RATIO_BY_VALUE.get(param[2])
+    elif size == 4:
+        ratio = _RATIO_BY_VALUE.get(f"{param[2]}:{param[3]}")
+    else:
+        ratio = None
+    if ratio is None:
         raise _bad(
             param,
-            f"ratio {shorten(' '.join(values))!r} is not one of {_RATIOS}; "
+            f"ratio {shorten(' '.join(param[2:]))!r} is not one of {_RATIOS}; "
             "ask for another shape with size=WxH (for example size=1024x768)",
         )
-    return Ratio(text)
+    return ratio
 
 
-def _size(param: ParamTag, limits: JobLimits) -> tuple[int, int]:
-    values = param.values
+def _size(param: Tag, limits: JobLimits) -> tuple[int, int]:
+    values = param[2:]
     match = _SIZE.fullmatch(values[0]) if len(values) == 1 else None
     if match is not None:
         width, height = int(match[1]), int(match[2])
-    elif len(values) == 2 and all(_SIDE.fullmatch(v) for v in values):
+    elif len(values) == 2 and _SIDE.fullmatch(values[0]) and _SIDE.fullmatch(values[1]):
         width, height = int(values[0]), int(values[1])
     else:
         raise _bad(
             param,
             f"size {shorten(' '.join(values))!r} is not WIDTHxHEIGHT in pixels, like 1024x768",
         )
-    if not all(1 <= side <= limits.max_size_side for side in (width, height)):
+    if not (1 <= width <= limits.max_size_side and 1 <= height <= limits.max_size_side):
         raise _bad(
             param, f"size {width}x{height} must have sides from 1 to {limits.max_size_side} pixels"
         )
     return width, height
 
 
-def _upscale(param: ParamTag, limits: JobLimits) -> float:
+def _upscale(param: Tag, limits: JobLimits) -> float:
     value = _one_value(param)
     match = _UPSCALE.fullmatch(value)
     factor = float(match[1]) if match else math.nan
@@ -332,17 +366,17 @@ def _upscale(param: ParamTag, limits: JobLimits) -> float:
     return factor
 
 
-def _lora(param: ParamTag, limits: JobLimits) -> LoraRequest:
-    if len(param.values) > 2:
+def _lora(param: Tag, limits: JobLimits) -> LoraRequest:
+    if len(param) > 4:
         raise _bad(
             param,
-            f"a lora param takes a name and an optional weight, got {len(param.values)} values",
+            f"a lora param takes a name and an optional weight, got {len(param) - 2} values",
         )
-    name = _name(param, param.value)
+    name = _name(param, param[2])
     weight = None
-    if len(param.values) == 2:
+    if len(param) == 4:
         bound = limits.max_lora_weight
-        weight = _decimal(param, param.values[1], -bound, bound, what="lora weight")
+        weight = _decimal(param, param[3], -bound, bound, what="lora weight")
     return LoraRequest(name=name, weight=weight)
 
 
@@ -362,13 +396,14 @@ _SINGLE_KEYS = frozenset(
 )
 
 
-def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
+def _read_params(params: Sequence[Tag], limits: JobLimits) -> _Params:
+    """Interpret the ``param`` tags, in order; each has a key and at least one value."""
     out = _Params()
     seen: set[str] = set()
     # `lora_weight` and its tag, applied once every lora is known.
-    lora_weight: tuple[float, ParamTag] | None = None
+    lora_weight: tuple[float, Tag] | None = None
     for param in params:
-        key = param.key
+        key = param[1]
         if key in _SINGLE_KEYS:
             if key in seen:
                 raise _bad(param, f"param {key!r} is given more than once")
@@ -413,7 +448,7 @@ def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
             out.strength = strength
         else:
             # Not fatal: another provider's extension, or one a later version understands.
-            out.extra[key] = out.extra.get(key, ()) + param.values
+            out.extra[key] = out.extra.get(key, ()) + param[2:]
     if lora_weight is not None:
         weight, weight_param = lora_weight
         if not out.loras:
@@ -451,21 +486,25 @@ def _prompt_and_image(
     texts: list[str] = []
     image_url: str | None = None
     for original in inputs:
-        job_input = _resolve(original, resolver)
-        tag = clip_tag(original.to_tag())
+        job_input = original if original.type is InputType.TEXT else _resolve(original, resolver)
         if job_input.type is InputType.URL:
+            # The tag quoted by a rejection is the one received, not what it resolved to.
+            tag = original.to_tag()
             if image_url is not None:
-                raise JobRejected("only one input image (url input) per job is supported", tag)
+                raise JobRejected(
+                    "only one input image (url input) per job is supported", clip_tag(tag)
+                )
             if len(job_input.data) > limits.max_url_chars:
                 raise JobRejected(
-                    f"the image URL is longer than {limits.max_url_chars} characters", tag
+                    f"the image URL is longer than {limits.max_url_chars} characters",
+                    clip_tag(tag),
                 )
             image_url = validate_url(job_input.data, _IMAGE_URL_SCHEMES, "image URL", tag)
         elif job_input.data.strip():
             texts.append(job_input.data)
     if not texts:
         raise JobRejected('the request has no prompt: add ["i", "<prompt>", "text"]')
-    prompt = "\n".join(texts)
+    prompt = texts[0] if len(texts) == 1 else "\n".join(texts)
     if len(prompt) > limits.max_prompt_chars:
         raise JobRejected(f"the prompt is longer than {limits.max_prompt_chars} characters")
     return prompt, image_url
@@ -488,11 +527,14 @@ def _relays(tags: Sequence[Tag], limits: JobLimits) -> tuple[str, ...]:
     return tuple(urls)
 
 
+_NO_TAGS: tuple[Tag, ...] = ()
+
+
 def parse_image_job(
     event: Event,
     *,
     provider: Keys | None = None,
-    accepted_kinds: Collection[int] = (IMAGE_GENERATION_KIND,),
+    accepted_kinds: Collection[int] = _DEFAULT_KINDS,
     input_resolver: InputResolver | None = None,
     limits: JobLimits = DEFAULT_JOB_LIMITS,
 ) -> ImageJob:
@@ -500,9 +542,9 @@ def parse_image_job(
 
     ``provider``: this service provider's keys; needed to decrypt encrypted requests and to
     tell jobs addressed to other providers. ``accepted_kinds``: request kinds served (each in
-    5000..5999; add 5050 for clients that follow the first draft of the kind 5100 page).
-    ``input_resolver``: turns `event`/`job` inputs into text or url inputs; without one
-    they are rejected.
+    5000..5999, default ``(5100,)``; add 5050 for clients that follow the first draft of the
+    kind 5100 page). ``input_resolver``: turns `event`/`job` inputs into text or url inputs;
+    without one they are rejected.
 
     Raises ``UnsupportedKind`` or ``NotForThisProvider`` (both ``JobSkipped``: ignore the
     event) or ``JobRejected`` (answer with an `error` feedback quoting ``str(exc)``);
@@ -512,30 +554,43 @@ def parse_image_job(
     if event.kind not in accepted:
         raise UnsupportedKind(event.kind, sorted(accepted))
     clear_tags = [tuple(tag) for tag in event.tags if tag]
-    _check_bounds(clear_tags, limits)
+    if len(clear_tags) > limits.max_tags:
+        raise _too_many_tags(len(clear_tags), limits)
+    # Every tag by name, in one pass; then each kind of tag is read in a fixed order, so that
+    # a request with several faults always gets the same rejection.
+    groups: dict[str, list[Tag]] = {}
+    _check_and_group(clear_tags, limits, groups)
 
-    providers = _providers(clear_tags)
+    p_tags = groups.get(ProviderTag.NAME)
+    providers = _providers(p_tags) if p_tags else ()
     if provider is not None and providers and provider.public_key not in providers:
         raise NotForThisProvider(providers)
 
-    tags = clear_tags
     encryption: EncryptionScheme | None = None
-    encrypted_tags = _named(clear_tags, EncryptedTag.NAME)
+    encrypted_tags = groups.get(EncryptedTag.NAME)
     if encrypted_tags:
         for tag in encrypted_tags:
             EncryptedTag.parse(tag)
         inner, encryption = _decrypt_tags(event, provider, limits)
         # Addressing stays in the clear tags: `p` or `encrypted` inside the payload mean nothing.
         inner = [t for t in inner if t and t[0] not in (ProviderTag.NAME, EncryptedTag.NAME)]
-        tags = clear_tags + inner
-        _check_bounds(tags, limits)
+        if len(clear_tags) + len(inner) > limits.max_tags:
+            raise _too_many_tags(len(clear_tags) + len(inner), limits)
+        _check_and_group(inner, limits, groups)
 
-    inputs = tuple(InputTag.parse(tag) for tag in _named(tags, InputTag.NAME))
+    inputs = tuple([InputTag.parse(tag) for tag in groups.get(InputTag.NAME, _NO_TAGS)])
     prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
-    params = _read_params([ParamTag.parse(t) for t in _named(tags, ParamTag.NAME)], limits)
-    output_tag = _at_most_one(_named(tags, OutputTag.NAME), OutputTag.NAME)
-    bid_tag = _at_most_one(_named(tags, BidTag.NAME), BidTag.NAME)
+    param_tags = groups.get(ParamTag.NAME, _NO_TAGS)
+    for tag in param_tags:
+        if len(tag) < 3:  # a key and at least one value
+            ParamTag.parse(tag)  # raises, naming what is missing
+    params = _read_params(param_tags, limits)
+    output_tag = _at_most_one(groups.get(OutputTag.NAME, _NO_TAGS), OutputTag.NAME)
+    bid_tag = _at_most_one(groups.get(BidTag.NAME, _NO_TAGS), BidTag.NAME)
     bid: Bid | None = BidTag.parse(bid_tag).to_bid() if bid_tag is not None else None
+    output = OutputTag.parse(output_tag).mime if output_tag is not None else None
+    relay_tags = groups.get(RelaysTag.NAME)
+    relays = _relays(relay_tags, limits) if relay_tags else ()
 
     try:
         job = ImageJob(
@@ -555,9 +610,9 @@ def parse_image_job(
             steps=params.steps,
             guidance_scale=params.guidance_scale,
             strength=params.strength,
-            output=OutputTag.parse(output_tag).mime if output_tag is not None else None,
+            output=output,
             bid=bid,
-            relays=_relays(_named(tags, RelaysTag.NAME), limits),
+            relays=relays,
             providers=providers,
             encryption=encryption,
             inputs=inputs,

@@ -49,6 +49,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # RFC 6838 restricted-name on both sides of the slash, e.g. image/png, image/svg+xml.
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _INPUT_TYPES = ", ".join(t.value for t in InputType)
+# A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
+_INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
 
 # What an error message may quote of a customer's value or tag, so that an error feedback
 # event stays small whatever the request carried.
@@ -94,8 +96,8 @@ def validate_url(value: str, schemes: Collection[str], what: str, tag: Sequence[
     Syntax only: printable ASCII, no spaces, a known scheme, a host, a numeric port if any.
     Whether the address may be fetched is the service's safe fetcher's decision.
     """
-    allowed = " or ".join(f"{s}://" for s in schemes)
-    if not value or any(not 33 <= ord(c) < 127 for c in value):
+    # Every character from "!" to "~": ASCII, printable (no controls, no DEL) and not a space.
+    if not value or not value.isascii() or not value.isprintable() or " " in value:
         raise _reject(f"{what} {shorten(value)!r} is not a URL (spaces or non-ASCII)", tag)
     try:
         parts = urlsplit(value)
@@ -103,6 +105,7 @@ def validate_url(value: str, schemes: Collection[str], what: str, tag: Sequence[
     except ValueError:
         raise _reject(f"{what} {shorten(value)!r} is not a valid URL", tag) from None
     if parts.scheme.lower() not in schemes:
+        allowed = " or ".join(f"{s}://" for s in schemes)
         raise _reject(f"{what} {shorten(value)!r} must start with {allowed}", tag)
     if not parts.hostname:
         raise _reject(f"{what} {shorten(value)!r} has no host", tag)
@@ -129,12 +132,9 @@ class InputTag:
     @staticmethod
     def parse(tag: Sequence[str]) -> JobInput:
         _check_shape(tag, InputTag.NAME, 3, 5)
-        try:
-            input_type = InputType(tag[2])
-        except ValueError:
-            raise _reject(
-                f"input type {shorten(tag[2])!r} is not one of {_INPUT_TYPES}", tag
-            ) from None
+        input_type = _INPUT_TYPE_BY_VALUE.get(tag[2])
+        if input_type is None:
+            raise _reject(f"input type {shorten(tag[2])!r} is not one of {_INPUT_TYPES}", tag)
         return JobInput(
             data=tag[1],
             type=input_type,

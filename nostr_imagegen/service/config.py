@@ -168,7 +168,7 @@ class BlossomStorage(_Section):
 
     type: Literal["blossom"]
     servers: tuple[Text, ...] = Field(min_length=1, max_length=16)
-    mirror: bool = False
+    mirror: bool = True
     timeout_s: float = Field(default=60.0, gt=0.0, le=600.0)
 
     @field_validator("servers")

@@ -38,6 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -1339,7 +1340,10 @@ def _names(offered: Any, key: str) -> list[str]:
         return []
     if isinstance(value, Mapping):
         return [str(name) for name in value]
-    return [str(getattr(item, "name", item)) for item in value]
+    # Enums (Ratio) by their wire value; offered models and LoRAs by their name.
+    return [
+        str(item.value if isinstance(item, Enum) else getattr(item, "name", item)) for item in value
+    ]
 
 
 def _hint(relay: str | None) -> str | None:

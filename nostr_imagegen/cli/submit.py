@@ -1,0 +1,203 @@
+"""``nostr-imagegen submit``: the customer side. Publish a kind 5100 request, follow it.
+
+    nostr-imagegen submit --relay wss://relay.example --prompt "A purple ostrich" \\
+        --param ratio 4:3 --param negative_prompt "broken hands" [--image URL] \\
+        [--provider npub1...] [--encrypt [--scheme nip04]] [--timeout 120]
+
+stdout carries data, one JSON object per line: each feedback as it arrives, then the
+result last::
+
+    {"type": "feedback", "status": "processing", "message": "queued: position 1",
+     "amount_msats": null, "bolt11": null, "provider": "<hex>", "event": {...}}
+    {"type": "result", "urls": ["https://..."], "provider": "<hex>", "event": {...}}
+
+stderr carries readable progress lines. Exit codes: 0 a result arrived; 2 invalid arguments
+or the provider answered `error` (its reason on stderr, and in the last JSON line as
+``{"type": "error", "reason": ...}``); 4 no result before ``--timeout``; 1 no relay took
+the request, or another failure.
+
+The customer key is fresh for every run unless given: the environment variable
+``NOSTR_IMAGEGEN_CUSTOMER_NSEC`` (preferred: it stays out of the process list) or
+``--nsec``. ``--encrypt`` needs ``--provider``: the inputs and params then travel NIP-44
+encrypted (``--scheme nip04`` for older providers), and so do the answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+from nostr_imagegen.errors import KeyFormatError, NostrImagegenError, RelayError
+from nostr_imagegen.imagejob.results import ParsedFeedback
+from nostr_imagegen.nostr.encryption import EncryptionScheme
+from nostr_imagegen.nostr.event import Event
+from nostr_imagegen.nostr.keys import Keys, normalize_public_key
+
+__all__ = ["CUSTOMER_NSEC_ENV", "register", "run"]
+
+#: Environment variable holding the customer's secret key (nsec or 64 hex).
+CUSTOMER_NSEC_ENV = "NOSTR_IMAGEGEN_CUSTOMER_NSEC"
+
+_FAILED = 1
+_INVALID = 2
+_TIMEOUT = 4
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "submit",
+        help="publish an image generation request and wait for the result",
+        description="Publish a signed kind 5100 request, print the feedback and the result.",
+    )
+    parser.add_argument(
+        "--relay", "-r", action="append", required=True, metavar="URL", help="repeatable"
+    )
+    parser.add_argument("--prompt", "-p", required=True)
+    parser.add_argument("--image", metavar="URL", help="an image to alter (img2img)")
+    parser.add_argument(
+        "--param",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a job param, repeatable: --param ratio 4:3 --param lora pixel-art 0.8",
+    )
+    parser.add_argument("--provider", metavar="NPUB", help="address one provider (npub or hex)")
+    parser.add_argument(
+        "--encrypt", action="store_true", help="encrypt inputs and params to --provider"
+    )
+    parser.add_argument("--scheme", choices=[s.value for s in EncryptionScheme], default="nip44")
+    parser.add_argument("--output", metavar="MIME", help="image/png, image/jpeg or image/webp")
+    parser.add_argument("--bid", type=int, metavar="MSATS", help="the most you will pay")
+    parser.add_argument("--kind", type=int, default=5100, help="request kind (default 5100)")
+    parser.add_argument(
+        "--reply-relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ask providers to answer on this relay too (the request's relays tag)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    parser.add_argument(
+        "--keep-waiting",
+        action="store_true",
+        help="do not stop at an error feedback (another provider may still answer)",
+    )
+    parser.add_argument(
+        "--nsec", help=f"customer key (prefer the {CUSTOMER_NSEC_ENV} environment variable)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        keys, params, provider = _validate(args)
+    except (ValueError, NostrImagegenError) as exc:
+        sys.stderr.write(f"nostr-imagegen submit: {exc}\n")
+        return _INVALID
+    try:
+        return asyncio.run(_submit(args, keys, params, provider, sys.stdout, sys.stderr))
+    except RelayError as exc:
+        sys.stderr.write(f"nostr-imagegen submit: {exc}\n")
+        return _FAILED
+
+
+def _validate(args: argparse.Namespace) -> tuple[Keys, list[tuple[str, ...]], str | None]:
+    secret = args.nsec or os.environ.get(CUSTOMER_NSEC_ENV, "").strip() or None
+    try:
+        keys = Keys.parse(secret) if secret else Keys.generate()
+    except KeyFormatError as exc:
+        raise ValueError(f"invalid customer key: {exc}") from None
+    params: list[tuple[str, ...]] = []
+    for param in args.param:
+        if len(param) < 2:
+            raise ValueError(f"--param needs a key and a value, got {param!r}")
+        params.append(tuple(param))
+    provider = normalize_public_key(args.provider) if args.provider else None
+    if args.encrypt and provider is None:
+        raise ValueError("--encrypt needs --provider (the key the params are encrypted to)")
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be positive")
+    return keys, params, provider
+
+
+async def _submit(
+    args: argparse.Namespace,
+    keys: Keys,
+    params: list[tuple[str, ...]],
+    provider: str | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    from nostr_imagegen.service.client import build_request, submit_job
+    from nostr_imagegen.service.relay import RelayPool
+
+    request = build_request(
+        keys,
+        prompt=args.prompt,
+        image_url=args.image,
+        params=params,
+        provider=provider,
+        encryption=EncryptionScheme(args.scheme) if args.encrypt else None,
+        relays=args.reply_relay,
+        output=args.output,
+        bid_msats=args.bid,
+        kind=args.kind,
+    )
+    err.write(f"customer {keys.npub}\nrequest {request.id}\n")
+    err.flush()
+
+    def feedback(event: Event, parsed: ParsedFeedback) -> None:
+        _line(
+            out,
+            {
+                "type": "feedback",
+                "status": parsed.raw_status,
+                "message": parsed.message,
+                "amount_msats": parsed.amount_msats,
+                "bolt11": parsed.bolt11,
+                "provider": event.pubkey,
+                "event": event.to_dict(),
+            },
+        )
+        note = f" ({parsed.message})" if parsed.message else ""
+        amount = f" [{parsed.amount_msats} msats]" if parsed.amount_msats is not None else ""
+        err.write(f"feedback from {event.pubkey[:12]}: {parsed.raw_status}{note}{amount}\n")
+        err.flush()
+
+    async with RelayPool(args.relay, keys=keys) as pool:
+        await pool.wait_connected(timeout_s=min(10.0, args.timeout))
+        outcome = await submit_job(
+            pool,
+            request,
+            keys=keys,
+            timeout_s=args.timeout,
+            provider=provider,
+            on_feedback=feedback,
+            stop_on_error=not args.keep_waiting,
+        )
+    if outcome.result is not None:
+        _line(
+            out,
+            {
+                "type": "result",
+                "urls": list(outcome.urls),
+                "provider": outcome.result.pubkey,
+                "event": outcome.result.to_dict(),
+            },
+        )
+        err.write("result: " + " ".join(outcome.urls) + "\n")
+        return 0
+    reason = outcome.error or "no result"
+    _line(out, {"type": "error", "reason": reason})
+    err.write(f"nostr-imagegen submit: {reason}\n")
+    return _TIMEOUT if outcome.timed_out else _INVALID
+
+
+def _line(out: TextIO, document: dict[str, Any]) -> None:
+    out.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.flush()

@@ -1,0 +1,156 @@
+"""Assemble a running DVM from a ``ServiceConfig``: ledger, image hosts, relay pool, engine,
+runner. What ``nostr-imagegen serve`` runs; embedders who want other pieces build a
+``JobRunner`` themselves (see ``examples/embed_runner.py``).
+
+    >>> config = load_service_config("dvm.toml")
+    >>> await serve(config, keys=load_keys(config.identity), stop=stop_event)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from nostr_imagegen.errors import ConfigError
+from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.service.config import (
+    BlossomStorage,
+    LocalStorage,
+    Nip96Storage,
+    ServiceConfig,
+    StorageConfig,
+)
+from nostr_imagegen.service.ledger import Ledger
+from nostr_imagegen.service.runner import Announcement, EngineLike, JobRunner, RunnerOptions
+
+__all__ = ["build_hosts", "runner_options", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def build_hosts(storage: Sequence[StorageConfig], keys: Keys) -> Iterator[list[Any]]:
+    """The image hosts of ``[[storage]]``, in order; local folders with ``listen`` are served
+    by the built-in file server for as long as the context lasts."""
+    from nostr_imagegen.service.upload import (
+        BlossomHost,
+        LocalFolderHost,
+        Nip96Host,
+        serve_folder,
+    )
+
+    hosts: list[Any] = []
+    with ExitStack() as stack:
+        for item in storage:
+            if isinstance(item, BlossomStorage):
+                hosts.append(
+                    BlossomHost(item.servers, keys, mirror=item.mirror, timeout_s=item.timeout_s)
+                )
+            elif isinstance(item, Nip96Storage):
+                hosts.append(Nip96Host(item.url, keys, timeout_s=item.timeout_s))
+            elif isinstance(item, LocalStorage):
+                item.folder.mkdir(parents=True, exist_ok=True)
+                base_url = item.base_url
+                address = item.listen_address()
+                if address is not None:
+                    server = stack.enter_context(serve_folder(item.folder, *address))
+                    base_url = base_url or server.url
+                    logger.info("serving %s at %s", item.folder, server.url)
+                if base_url is None:
+                    raise ConfigError(
+                        f"storage folder {item.folder} needs base_url or listen (or both)"
+                    )
+                hosts.append(LocalFolderHost(item.folder, base_url))
+        yield hosts
+
+
+def runner_options(config: ServiceConfig) -> RunnerOptions:
+    """The runner's knobs from ``[service]`` and the engine's ``[output]``."""
+    service = config.service
+    return RunnerOptions(
+        lookback_s=service.lookback_s,
+        progress_interval_s=service.progress_interval_s,
+        payment_timeout_s=service.payment_timeout_s,
+        shutdown_timeout_s=service.shutdown_timeout_s,
+        publish_timeout_s=service.publish_timeout_s,
+        max_reply_relays=service.max_reply_relays,
+        allow_private_relays=service.allow_private_relays,
+        feedback_expiration_s=service.feedback_expiration_s,
+        result_expiration_s=service.result_expiration_s,
+        max_attempts=service.max_attempts,
+        resume_max_age_s=service.resume_max_age_s,
+        default_output=f"image/{config.output.default_format}",
+        embed_metadata=config.output.embed_metadata,
+        quality=config.output.quality,
+    )
+
+
+async def serve(
+    config: ServiceConfig,
+    *,
+    keys: Keys,
+    stop: asyncio.Event,
+    engine: EngineLike | None = None,
+    on_ready: Callable[[JobRunner], Any] | None = None,
+    **runner_kwargs: Any,
+) -> JobRunner:
+    """Run the DVM until ``stop`` is set, then shut down gracefully; returns the runner
+    (for its ``stats``). ``engine`` replaces the configured one (tests, custom engines);
+    ``runner_kwargs`` go to ``JobRunner`` (``pricing``, ``payment_check``, hooks...)."""
+    from nostr_imagegen.service.relay import RelayPool
+
+    if engine is None:
+        from nostr_imagegen.engine.generate import Engine
+
+        engine = Engine(config.engine_config())
+    warm = getattr(engine, "warm", None)
+    if warm is not None:
+        # Load the default model now: a broken model fails the start, not the first job.
+        await asyncio.to_thread(warm)
+    service = config.service
+    with Ledger(service.ledger) as ledger, build_hosts(config.storage, keys) as hosts:
+        if service.ledger_retention_days > 0:
+            pruned = await asyncio.to_thread(ledger.prune, service.ledger_retention_days * 86400.0)
+            if pruned:
+                logger.info("forgot %d finished job(s) older than the retention", pruned)
+        announcement = None
+        if config.announce.enabled:
+            announcement = Announcement(
+                name=config.announce.name,
+                about=config.announce.about,
+                identifier=config.announce.identifier,
+                picture=config.announce.picture,
+                refresh_hours=config.announce.refresh_hours,
+            )
+        pool = RelayPool(
+            service.relays,
+            keys=keys,
+            max_extra_relays=max(1, service.max_reply_relays),
+            extra_relays_public_only=not service.allow_private_relays,
+        )
+        async with pool:
+            runner = JobRunner(
+                keys=keys,
+                pool=pool,
+                engine=engine,
+                hosts=hosts,
+                ledger=ledger,
+                fetch_policy=config.fetch.policy(),
+                accepted_kinds=service.accepted_kinds,
+                queue_size=config.queue.size,
+                options=runner_options(config),
+                announcement=announcement,
+                **runner_kwargs,
+            )
+            await runner.start()
+            try:
+                if on_ready is not None:
+                    on_ready(runner)
+                await stop.wait()
+            finally:
+                await runner.stop()
+    return runner

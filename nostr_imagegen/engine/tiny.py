@@ -15,7 +15,8 @@ one layer per block, cross-attention width 32 (64 for SDXL: two text encoders co
 a four-block VAE, so latents are 1/8 of the image like real Stable Diffusion; CLIP text
 encoders of hidden size 32; a byte-level CLIP tokenizer built in memory (no merges). Their
 native size is 64 pixels. ``wider=True`` builds the SD 1.5 block layout (four levels, two
-layers per block) at reduced widths, for benchmarks that want a realistic shape at 512x512.
+layers per block) at reduced widths, for benchmarks that want a realistic shape at 512x512
+(native size ``WIDER_NATIVE_SIZE``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ TINY_NATIVE_SIZE: Final = 64
 WIDER_NATIVE_SIZE: Final = 512
 
 _TINY_WIDTHS: Final = (32, 64)
-_WIDER_WIDTHS: Final = (32, 64, 128, 128)
+_WIDER_WIDTHS: Final = (16, 32, 64, 64)
 _LORA_TARGETS: Final = ["to_q", "to_k", "to_v", "to_out.0"]
 _START, _END = "<|startoftext|>", "<|endoftext|>"
 
@@ -180,9 +181,12 @@ def build_tiny_pipeline(
 ) -> Path:
     """Build a random-weight pipeline of ``family`` (SD 1.5 or SDXL) and save it into ``folder``.
 
-    ``widths`` are the UNet's ``block_out_channels`` (default (32, 64), or (32, 64, 128, 128)
-    with ``wider``); ``wider`` also gives two layers per block, a text encoder of width 64 and
-    a wider VAE, the SD 1.5 layout at a fraction of its cost. The same ``seed`` gives the same
+    ``widths`` are the UNet's ``block_out_channels`` (default (32, 64), or (16, 32, 64, 64)
+    with ``wider``); ``wider`` also gives two layers per block and a text encoder of width 64:
+    the SD 1.5 layout (attention at the three upper levels) at under 1% of its weights.
+    At 512x512 on one core of the 2-core development machine a ``wider`` model takes about
+    0.25 s per denoising step without guidance (twice that with it) plus 0.3 s for the VAE
+    decode: about a second for a 3-4 step image. The same ``seed`` gives the same
     weights. Returns ``folder``, loadable with ``DiffusionPipeline.from_pretrained``.
     """
     diffusers = _diffusers()
@@ -195,7 +199,7 @@ def build_tiny_pipeline(
     if any(width <= 0 or width % 8 for width in unet_widths) or len(unet_widths) < 2:
         raise ValueError(f"widths must be at least two multiples of 8, got {unet_widths}")
     text_hidden = 64 if wider else 32
-    vae_widths = (16, 32, 32, 32) if wider else (8, 8, 16, 16)
+    vae_widths = (8, 16, 16, 16) if wider else (8, 8, 16, 16)
     layers = 2 if wider else 1
     sdxl = family is ModelFamily.SDXL
     folder = Path(folder)

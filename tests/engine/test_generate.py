@@ -10,7 +10,7 @@ import pytest
 from _engine_support import MakeJob, TinyModels, tiny_config_data
 from PIL import Image
 
-from nostr_imagegen.engine.config import EngineConfig
+from nostr_imagegen.engine.config import EngineConfig, ModelConfig
 from nostr_imagegen.engine.generate import Engine, GenerationResult
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
 from nostr_imagegen.imagejob.dimensions import ModelFamily
@@ -39,7 +39,7 @@ def fresh_reference(folder: Any, prompt: str, seed: int, steps: int = 2) -> Imag
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    pipeline = AutoPipelineForText2Image.from_pretrained(folder)
+    pipeline = AutoPipelineForText2Image.from_pretrained(folder)  # type: ignore[no-untyped-call]
     pipeline.set_progress_bar_config(disable=True)
     generator = torch.Generator("cpu").manual_seed(seed)
     image: Image.Image = pipeline(
@@ -266,7 +266,7 @@ def test_pipeline_failure_is_an_engine_error_and_engine_survives(
 ) -> None:
     import torch
 
-    from nostr_imagegen.engine.pipelines import load_pipeline
+    from nostr_imagegen.engine.pipelines import PipelineLoader, load_pipeline
 
     class Exploding:
         def __init__(self, real: Any, error: BaseException) -> None:
@@ -281,16 +281,17 @@ def test_pipeline_failure_is_an_engine_error_and_engine_survives(
                 raise self.error
             return self.real(**kwargs)
 
+    def exploding_loader(error: BaseException) -> PipelineLoader:
+        def load(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
+            return Exploding(load_pipeline(model, device, dtype), error)
+
+        return load
+
     for error, message in [
         (torch.OutOfMemoryError("CUDA out of memory"), "out of memory generating 64x64"),
         (RuntimeError("shapes do not match"), "image generation failed"),
     ]:
-        engine = Engine(
-            tiny_config,
-            loader=lambda model, device, dtype, error=error: Exploding(
-                load_pipeline(model, device, dtype), error
-            ),
-        )
+        engine = Engine(tiny_config, loader=exploding_loader(error))
         with pytest.raises(EngineError, match=message):
             engine.generate(make_job(("seed", "1")))
         assert engine.generate(make_job(("seed", "1"))).images[0].size == (64, 64)

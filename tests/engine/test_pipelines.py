@@ -185,8 +185,8 @@ def test_tiny_builders(tmp_path: Path) -> None:
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "abc"
     wider = build_tiny_pipeline(tmp_path / "wider", ModelFamily.SD15, wider=True)
-    unet = UNet2DConditionModel.from_pretrained(wider, subfolder="unet")
-    assert unet.config.block_out_channels == [32, 64, 128, 128]
+    unet = UNet2DConditionModel.from_pretrained(wider, subfolder="unet")  # type: ignore[no-untyped-call]
+    assert unet.config.block_out_channels == [16, 32, 64, 64]
     assert unet.config.layers_per_block == 2
     with pytest.raises(ValueError, match="sd15 and sdxl"):
         build_tiny_pipeline(tmp_path / "flux", ModelFamily.FLUX)

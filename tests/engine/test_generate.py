@@ -188,7 +188,7 @@ def test_size_not_a_multiple_is_delivered_exactly(engine: Engine, make_job: Make
     assert doubled.images[0].size == (200, 140)
 
 
-def test_img2img(engine: Engine, make_job: MakeJob) -> None:
+def test_img2img(engine: Engine, make_job: MakeJob, tiny_models: TinyModels) -> None:
     rng = np.random.default_rng(0)
     source = Image.fromarray(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8), mode="RGB")
     before = source.tobytes()
@@ -213,6 +213,10 @@ def test_img2img(engine: Engine, make_job: MakeJob) -> None:
     assert differs(result.images[0], stronger.images[0])
     other_input = engine.generate(job, init_image=source.transpose(Image.Transpose.ROTATE_180))
     assert differs(result.images[0], other_input.images[0])
+    # img2img shares the scheduler with text-to-image: nothing of it may leak into the next job.
+    after = engine.generate(make_job(("seed", "11")))
+    reference = fresh_reference(tiny_models.sd15, make_job().prompt, 11)
+    assert np.array_equal(pixels(after.images[0]), pixels(reference))
 
 
 def test_img2img_needs_the_image(engine: Engine, make_job: MakeJob) -> None:

@@ -213,6 +213,13 @@ def test_img2img(engine: Engine, make_job: MakeJob, tiny_models: TinyModels) -> 
     assert differs(result.images[0], stronger.images[0])
     other_input = engine.generate(job, init_image=source.transpose(Image.Transpose.ROTATE_180))
     assert differs(result.images[0], other_input.images[0])
+    # LoRAs work on the img2img view too (it shares the UNet), and are off again afterwards.
+    lora_job = make_job(
+        ("seed", "9"), ("strength", "0.5"), ("lora", "noise-a"), image_url=job.image_url or ""
+    )
+    assert differs(engine.generate(lora_job, init_image=source).images[0], result.images[0])
+    again = engine.generate(job, init_image=source)
+    assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
     # img2img shares the scheduler with text-to-image: nothing of it may leak into the next job.
     after = engine.generate(make_job(("seed", "11")))
     reference = fresh_reference(tiny_models.sd15, make_job().prompt, 11)

@@ -20,6 +20,7 @@ Every model here is frozen; nothing in them refers to a file path.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -143,3 +144,50 @@ class ImageJob(_Frozen):
     def encrypted(self) -> bool:
         """True when the request's params were encrypted to the provider."""
         return self.encryption is not None
+
+
+_Model = TypeVar("_Model", bound=_Frozen)
+
+
+def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
+    """A ``model`` instance from ``values`` that our own parser has already checked.
+
+    For this package's parsers (not exported). ``values`` must name every field, in the
+    model's field order (for ``repr``), each value of the field's type; the dict becomes the
+    instance's own, so pass a fresh one. Does what pydantic's ``model_construct(**values)``
+    does for trusted data without its per-field alias and default handling: several times
+    faster than that, and than validating. Values that do not name exactly the model's
+    fields, or a pydantic this was not checked against (see below), are validated instead.
+    """
+    if _CONSTRUCT_WORKS and values.keys() == model.__pydantic_fields__.keys():
+        return _construct(model, values)
+    return model(**values)
+
+
+def _construct(model: type[_Model], values: dict[str, Any]) -> _Model:
+    instance = model.__new__(model)
+    # The four instance slots that pydantic's own model_construct and __copy__ fill.
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
+
+
+def _construct_works() -> bool:
+    """Whether ``_construct`` builds exactly what validation builds, with this pydantic."""
+    values: dict[str, Any] = {"data": "x", "type": InputType.URL, "relay": "r", "marker": None}
+    try:
+        built, validated = _construct(JobInput, dict(values)), JobInput(**values)
+        return (
+            built == validated
+            and repr(built) == repr(validated)
+            and built.model_fields_set == validated.model_fields_set
+            and built.model_dump() == validated.model_dump()
+            and hash(built) == hash(validated)
+        )
+    except Exception:  # pydantic internals differ: validate every time instead
+        return False
+
+
+_CONSTRUCT_WORKS = _construct_works()

@@ -52,6 +52,7 @@ from nostr_imagegen.imagejob.model import (
     JobInput,
     LoraRequest,
     Ratio,
+    construct_checked,
 )
 from nostr_imagegen.imagejob.tags import (
     BidTag,
@@ -207,7 +208,7 @@ def _check_and_group(tags: Iterable[Tag], limits: JobLimits, groups: dict[str, l
 def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
     keys: list[str] = []
     for tag in tags:
-        key = ProviderTag.parse(tag).public_key
+        key = ProviderTag.public_key_of(tag)
         if key not in keys:
             keys.append(key)
     return tuple(keys)
@@ -377,7 +378,7 @@ def _lora(param: Tag, limits: JobLimits) -> LoraRequest:
     if len(param) == 4:
         bound = limits.max_lora_weight
         weight = _decimal(param, param[3], -bound, bound, what="lora weight")
-    return LoraRequest(name=name, weight=weight)
+    return construct_checked(LoraRequest, {"name": name, "weight": weight})
 
 
 _SINGLE_KEYS = frozenset(
@@ -455,7 +456,9 @@ def _read_params(params: Sequence[Tag], limits: JobLimits) -> _Params:
             raise _bad(weight_param, "lora_weight is given without a lora")
         # `lora_weight` applies to every LoRA that does not carry its own weight.
         out.loras = [
-            lora if lora.weight is not None else LoraRequest(name=lora.name, weight=weight)
+            lora
+            if lora.weight is not None
+            else construct_checked(LoraRequest, {"name": lora.name, "weight": weight})
             for lora in out.loras
         ]
     return out
@@ -519,7 +522,7 @@ def _at_most_one(tags: Sequence[Tag], name: str) -> Tag | None:
 def _relays(tags: Sequence[Tag], limits: JobLimits) -> tuple[str, ...]:
     urls: list[str] = []
     for tag in tags:
-        for url in RelaysTag.parse(tag).urls:
+        for url in RelaysTag.urls_of(tag):
             if url not in urls:
                 urls.append(url)
         if len(urls) > limits.max_relays:
@@ -587,39 +590,41 @@ def parse_image_job(
     params = _read_params(param_tags, limits)
     output_tag = _at_most_one(groups.get(OutputTag.NAME, _NO_TAGS), OutputTag.NAME)
     bid_tag = _at_most_one(groups.get(BidTag.NAME, _NO_TAGS), BidTag.NAME)
-    bid: Bid | None = BidTag.parse(bid_tag).to_bid() if bid_tag is not None else None
-    output = OutputTag.parse(output_tag).mime if output_tag is not None else None
+    bid: Bid | None = BidTag.bid_of(bid_tag) if bid_tag is not None else None
+    output = OutputTag.mime_of(output_tag) if output_tag is not None else None
     relay_tags = groups.get(RelaysTag.NAME)
     relays = _relays(relay_tags, limits) if relay_tags else ()
 
+    # Every value was checked above, so no second validation; the keys in field order.
+    values = {
+        "id": event.id,
+        "customer": event.pubkey,
+        "kind": event.kind,
+        "created_at": event.created_at,
+        "prompt": prompt,
+        "image_url": image_url,
+        "model": params.model,
+        "loras": tuple(params.loras),
+        "ratio": params.ratio,
+        "size": params.size,
+        "negative_prompt": params.negative_prompt,
+        "upscale": params.upscale,
+        "seed": params.seed,
+        "steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+        "strength": params.strength,
+        "output": output,
+        "bid": bid,
+        "relays": relays,
+        "providers": providers,
+        "encryption": encryption,
+        "inputs": inputs,
+        "extra_params": params.extra,
+        "request": event,
+    }
     try:
-        job = ImageJob(
-            id=event.id,
-            customer=event.pubkey,
-            kind=event.kind,
-            created_at=event.created_at,
-            prompt=prompt,
-            image_url=image_url,
-            model=params.model,
-            loras=tuple(params.loras),
-            ratio=params.ratio,
-            size=params.size,
-            negative_prompt=params.negative_prompt,
-            upscale=params.upscale,
-            seed=params.seed,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            strength=params.strength,
-            output=output,
-            bid=bid,
-            relays=relays,
-            providers=providers,
-            encryption=encryption,
-            inputs=inputs,
-            extra_params=params.extra,
-            request=event,
-        )
-    except ValidationError as exc:  # every field was checked above; this is a bug guard
+        job = construct_checked(ImageJob, values)
+    except ValidationError as exc:  # only when construct_checked validates; a bug guard
         logger.exception("ImageJob rejected values the request parser accepted")
         raise JobRejected("the request could not be read") from exc
     logger.debug("parsed job %s from %s (kind %d)", job.id, job.customer, job.kind)

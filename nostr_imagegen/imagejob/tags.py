@@ -25,7 +25,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from nostr_imagegen.errors import JobRejected
-from nostr_imagegen.imagejob.model import Bid, InputType, JobInput
+from nostr_imagegen.imagejob.model import Bid, InputType, JobInput, construct_checked
 from nostr_imagegen.nostr.event import Tag
 
 __all__ = [
@@ -49,6 +49,13 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # RFC 6838 restricted-name on both sides of the slash, e.g. image/png, image/svg+xml.
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _INPUT_TYPES = ", ".join(t.value for t in InputType)
+# The usual URL: a scheme, a host of letters, digits, dots and hyphens, a port of up to four
+# digits, then any printable ASCII after a "/", "?" or "#". Every such URL passes each check
+# of validate_url, which therefore splits (slowly) only the URLs this does not match.
+_PLAIN_URL = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
+)
+_TEXT_OR_NONE = (str, type(None))
 # A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
 _INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
 
@@ -96,6 +103,9 @@ def validate_url(value: str, schemes: Collection[str], what: str, tag: Sequence[
     Syntax only: printable ASCII, no spaces, a known scheme, a host, a numeric port if any.
     Whether the address may be fetched is the service's safe fetcher's decision.
     """
+    plain = _PLAIN_URL.fullmatch(value)
+    if plain is not None and plain[1].lower() in schemes:
+        return value
     # Every character from "!" to "~": ASCII, printable (no controls, no DEL) and not a space.
     if not value or not value.isascii() or not value.isprintable() or " " in value:
         raise _reject(f"{what} {shorten(value)!r} is not a URL (spaces or non-ASCII)", tag)
@@ -132,15 +142,17 @@ class InputTag:
     @staticmethod
     def parse(tag: Sequence[str]) -> JobInput:
         _check_shape(tag, InputTag.NAME, 3, 5)
-        input_type = _INPUT_TYPE_BY_VALUE.get(tag[2])
+        kind = tag[2]
+        input_type = _INPUT_TYPE_BY_VALUE.get(kind) if isinstance(kind, str) else None
         if input_type is None:
-            raise _reject(f"input type {shorten(tag[2])!r} is not one of {_INPUT_TYPES}", tag)
-        return JobInput(
-            data=tag[1],
-            type=input_type,
-            relay=tag[3] if len(tag) > 3 else None,
-            marker=tag[4] if len(tag) > 4 else None,
-        )
+            raise _reject(f"input type {shorten(kind)!r} is not one of {_INPUT_TYPES}", tag)
+        data = tag[1]
+        relay = tag[3] if len(tag) > 3 else None
+        marker = tag[4] if len(tag) > 4 else None
+        values = {"data": data, "type": input_type, "relay": relay, "marker": marker}
+        if type(data) is str and type(relay) in _TEXT_OR_NONE and type(marker) in _TEXT_OR_NONE:
+            return construct_checked(JobInput, values)
+        return JobInput(**values)  # not plain strings: let validation refuse or convert them
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +188,15 @@ class OutputTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> OutputTag:
+        return cls(mime=cls.mime_of(tag))
+
+    @classmethod
+    def mime_of(cls, tag: Sequence[str]) -> str:
+        """``parse(tag).mime``, checked the same way, without building the view."""
         _check_shape(tag, cls.NAME, 2, 2)
         if not _MIME.fullmatch(tag[1]):
             raise _reject(f"output {shorten(tag[1])!r} is not a MIME type like image/png", tag)
-        return cls(mime=tag[1])
+        return tag[1]
 
     def to_tag(self) -> Tag:
         return (self.NAME, self.mime)
@@ -196,14 +213,27 @@ class BidTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> BidTag:
+        first, second = cls.amounts_of(tag)
+        return cls(msats=first) if second is None else cls(msats=first, max_msats=second)
+
+    @classmethod
+    def amounts_of(cls, tag: Sequence[str]) -> tuple[int, int | None]:
+        """``(msats, max_msats)`` of ``parse(tag)``, checked the same way, without the view."""
         _check_shape(tag, cls.NAME, 2, 3)
         first = _canonical_uint(tag[1], "bid", tag)
         if len(tag) == 2:
-            return cls(msats=first)
+            return first, None
         second = _canonical_uint(tag[2], "bid maximum", tag)
         if second < first:
             raise _reject(f"bid range {first}..{second} has its maximum below its minimum", tag)
-        return cls(msats=first, max_msats=second)
+        return first, second
+
+    @classmethod
+    def bid_of(cls, tag: Sequence[str]) -> Bid:
+        """``parse(tag).to_bid()``, checked the same way, without building the view."""
+        first, second = cls.amounts_of(tag)
+        most = first if second is None else second
+        return construct_checked(Bid, {"min_msats": first, "max_msats": most})
 
     def to_tag(self) -> Tag:
         if self.max_msats is None:
@@ -227,8 +257,13 @@ class RelaysTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> RelaysTag:
+        return cls(urls=cls.urls_of(tag))
+
+    @classmethod
+    def urls_of(cls, tag: Sequence[str]) -> tuple[str, ...]:
+        """``parse(tag).urls``, checked the same way, without building the view."""
         _check_shape(tag, cls.NAME, 2, None)
-        return cls(urls=tuple(validate_url(url, cls.SCHEMES, "relay", tag) for url in tag[1:]))
+        return tuple([validate_url(url, cls.SCHEMES, "relay", tag) for url in tag[1:]])
 
     def to_tag(self) -> Tag:
         return (self.NAME, *self.urls)
@@ -245,12 +280,17 @@ class ProviderTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> ProviderTag:
+        return cls(public_key=cls.public_key_of(tag), relay=tag[2] if len(tag) > 2 else None)
+
+    @classmethod
+    def public_key_of(cls, tag: Sequence[str]) -> str:
+        """``parse(tag).public_key``, checked the same way, without building the view."""
         _check_shape(tag, cls.NAME, 2, 3)
         if not _HEX64.fullmatch(tag[1]):
             raise _reject(
                 f"provider key {shorten(tag[1])!r} is not 64 lowercase hex characters", tag
             )
-        return cls(public_key=tag[1], relay=tag[2] if len(tag) > 2 else None)
+        return tag[1]
 
     def to_tag(self) -> Tag:
         if self.relay is None:

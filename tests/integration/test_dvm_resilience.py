@@ -105,12 +105,13 @@ def _ledger_row(path: Path, request_id: str) -> tuple[str, int] | None:
     return None if row is None else (row[0], row[1])
 
 
-async def _start_serve(config: Path) -> asyncio.subprocess.Process:
+async def _start_serve(config: Path, log: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "NOSTR_IMAGEGEN_NSEC": ""}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nostr_imagegen.cli", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+    with log.open("ab") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nostr_imagegen.cli", "serve", "--config", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env=env,
+        )  # fmt: skip
 
 
 async def test_dvm_killed_mid_job_and_restarted_answers_exactly_once(
@@ -130,14 +131,15 @@ async def test_dvm_killed_mid_job_and_restarted_answers_exactly_once(
             params=(("size", "128x128"), ("steps", "150")),
             provider=dvm_keys.public_key,
         )
-        first = await _start_serve(config)
+        log = tmp_path / "serve.log"
+        first = await _start_serve(config, log)
         try:
             waiting = asyncio.create_task(
                 customer.submit(request, provider=dvm_keys.public_key, timeout_s=150)
             )
             async with asyncio.timeout(90):
                 while _ledger_row(ledger, request.id) != ("processing", 1):
-                    assert first.returncode is None, (await first.stderr.read()).decode()
+                    assert first.returncode is None, log.read_text()
                     await asyncio.sleep(0.02)
             first.send_signal(signal.SIGKILL)
             await first.wait()
@@ -147,7 +149,7 @@ async def test_dvm_killed_mid_job_and_restarted_answers_exactly_once(
                 await first.wait()
         assert _ledger_row(ledger, request.id) == ("processing", 1)  # killed mid-job
 
-        second = await _start_serve(config)
+        second = await _start_serve(config, log)
         try:
             outcome = await waiting
             assert outcome.result is not None, outcome.error
@@ -156,8 +158,9 @@ async def test_dvm_killed_mid_job_and_restarted_answers_exactly_once(
                     await asyncio.sleep(0.05)
         finally:
             second.send_signal(signal.SIGTERM)  # graceful: exits 0
-            _, stderr = await asyncio.wait_for(second.communicate(), 60)
-        assert second.returncode == 0, stderr.decode()
+            await asyncio.wait_for(second.wait(), 60)
+        assert second.returncode == 0, log.read_text()
+        assert "stopped" in log.read_text()
     stored = await query_relay(relay.url, {"kinds": [6100], "#e": [request.id]})
     assert [event.id for event in stored] == [outcome.result.id]
 

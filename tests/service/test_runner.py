@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ CUSTOMER = Keys.generate()
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
     with Ledger(tmp_path / "ledger.sqlite3") as opened:
         yield opened
 
@@ -44,6 +44,10 @@ def pool() -> FakePool:
 
 
 RunnerFactory = Callable[..., Any]
+
+
+def _in_state(ledger: Ledger, request_id: str, state: JobState) -> Callable[[], bool]:
+    return lambda: ledger.state(request_id) is state
 
 
 @pytest.fixture
@@ -375,7 +379,7 @@ async def test_encrypted_request_gets_an_encrypted_result(
             CUSTOMER,
         )
         pool.deliver(request)
-        await pool.wait_for(lambda r=request: ledger.state(r.id) is JobState.PUBLISHED)
+        await pool.wait_for(_in_state(ledger, request.id, JobState.PUBLISHED))
         [result] = pool.results(request.id)
         assert result.first_tag("encrypted") == ("encrypted",)
         assert "ostrich" not in result.to_json().split('"request"')[0]

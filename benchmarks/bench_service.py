@@ -153,13 +153,24 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         await customer_pool.wait_connected(timeout_s=10)
                         async with JobClient(customer_pool, customer_keys) as client:
                             latency = await _latency(args, client, customer_keys, engine)
-                            burst = await _burst(args, client, customer_keys, ledger, relay)
+                            burst = await _burst(args, client, customer_keys, relay)
                 finally:
                     await runner.stop()
                 burst["runner_stats"] = str(runner.stats)
+                # Read after the runner stopped: the last acknowledgements are recorded then.
+                burst["ledger_states"] = _states(ledger, burst.pop("request_ids"))
     finally:
         await asyncio.to_thread(relay.stop)
     return {"latency": latency, "burst": burst}
+
+
+def _states(ledger: Ledger, request_ids: list[str]) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for request_id in request_ids:
+        state = ledger.state(request_id)
+        key = state.value if state is not None else "never seen"
+        states[key] = states.get(key, 0) + 1
+    return states
 
 
 def _params(size: int) -> tuple[tuple[str, str], ...]:
@@ -200,7 +211,7 @@ async def _latency(
 
 
 async def _burst(
-    args: argparse.Namespace, client: JobClient, keys: Keys, ledger: Ledger, relay: LocalRelay
+    args: argparse.Namespace, client: JobClient, keys: Keys, relay: LocalRelay
 ) -> dict[str, Any]:
     requests = [
         build_request(keys, prompt=f"burst #{index}", params=_params(args.size))
@@ -230,19 +241,12 @@ async def _burst(
         1 for o in outcomes if isinstance(o, JobOutcome) and o.result is None and not o.timed_out
     )
     lost = sum(1 for o in outcomes if not isinstance(o, JobOutcome) or o.timed_out)
-    states: dict[str, int] = {}
-    for request in requests:
-        state = ledger.state(request.id)
-        key = state.value if state is not None else "never seen"
-        states[key] = states.get(key, 0) + 1
-    published = states.get(JobState.PUBLISHED.value, 0)
     return {
         "requests": args.burst,
         "results": results,
         "errors": errors,
         "lost": lost,
-        "ledger_states": states,
-        "published_in_ledger": published,
+        "request_ids": [request.id for request in requests],
         "wall_s": wall,
         "jobs_per_s": args.burst / wall if wall > 0 else None,
         "peak_rss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -284,14 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         f"    answered {burst['results'] + burst['errors']} "
         f"({burst['results']} results, {burst['errors']} errors), lost {burst['lost']}"
     )
-    print(f"    ledger states: {burst['ledger_states']}")
+    print(f"    ledger states after shutdown: {burst['ledger_states']}")
     print(f"    wall {burst['wall_s']:.1f} s ({burst['jobs_per_s']:.1f} jobs/s)")
     relay_rss = burst["peak_rss_mib_relay"]
     print(
         f"    peak RSS: this process (DVM + customer) {burst['peak_rss_mib_this_process']:.0f} MiB"
         + (f", relay {relay_rss:.0f} MiB" if relay_rss is not None else "")
     )
-    none_lost = burst["lost"] == 0 and burst["results"] + burst["errors"] == burst["requests"]
+    none_lost = (
+        burst["lost"] == 0
+        and burst["results"] + burst["errors"] == burst["requests"]
+        and burst["ledger_states"].get(JobState.PUBLISHED.value, 0) == burst["results"]
+    )
     print(f"    target every request answered, none lost: {'met' if none_lost else 'MISSED'}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))

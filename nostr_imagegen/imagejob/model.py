@@ -164,13 +164,17 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
     return model(**values)
 
 
+_new = object.__new__  # what BaseModel.__new__ is
+_set = object.__setattr__  # past the frozen models' own __setattr__
+
+
 def _construct(model: type[_Model], values: dict[str, Any]) -> _Model:
-    instance = model.__new__(model)
+    instance = _new(model)
     # The four instance slots that pydantic's own model_construct and __copy__ fill.
-    object.__setattr__(instance, "__dict__", values)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(values))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
     return instance
 
 

@@ -55,7 +55,6 @@ _INPUT_TYPES = ", ".join(t.value for t in InputType)
 _PLAIN_URL = re.compile(
     r"([A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
 )
-_TEXT_OR_NONE = (str, type(None))
 # A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
 _INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
 
@@ -141,16 +140,20 @@ class InputTag:
 
     @staticmethod
     def parse(tag: Sequence[str]) -> JobInput:
-        _check_shape(tag, InputTag.NAME, 3, 5)
+        size = len(tag)
+        if not 3 <= size <= 5 or tag[0] != InputTag.NAME:
+            _check_shape(tag, InputTag.NAME, 3, 5)  # raises, saying what is wrong
         kind = tag[2]
         input_type = _INPUT_TYPE_BY_VALUE.get(kind) if isinstance(kind, str) else None
         if input_type is None:
             raise _reject(f"input type {shorten(kind)!r} is not one of {_INPUT_TYPES}", tag)
         data = tag[1]
-        relay = tag[3] if len(tag) > 3 else None
-        marker = tag[4] if len(tag) > 4 else None
+        relay = tag[3] if size > 3 else None
+        marker = tag[4] if size > 4 else None
         values = {"data": data, "type": input_type, "relay": relay, "marker": marker}
-        if type(data) is str and type(relay) in _TEXT_OR_NONE and type(marker) in _TEXT_OR_NONE:
+        if type(data) is str and (
+            size == 3 or (type(relay) is str and (marker is None or type(marker) is str))
+        ):
             return construct_checked(JobInput, values)
         return JobInput(**values)  # not plain strings: let validation refuse or convert them
 
@@ -262,8 +265,12 @@ class RelaysTag:
     @classmethod
     def urls_of(cls, tag: Sequence[str]) -> tuple[str, ...]:
         """``parse(tag).urls``, checked the same way, without building the view."""
-        _check_shape(tag, cls.NAME, 2, None)
-        return tuple([validate_url(url, cls.SCHEMES, "relay", tag) for url in tag[1:]])
+        if len(tag) < 2 or tag[0] != cls.NAME:
+            _check_shape(tag, cls.NAME, 2, None)  # raises, saying what is wrong
+        urls = tuple(tag[1:])
+        for url in urls:
+            validate_url(url, cls.SCHEMES, "relay", tag)
+        return urls
 
     def to_tag(self) -> Tag:
         return (self.NAME, *self.urls)

@@ -179,6 +179,7 @@ async def _submit(
             provider=provider,
             on_feedback=feedback,
             stop_on_error=not args.keep_waiting,
+            publish_timeout_s=min(10.0, args.timeout),
         )
     if outcome.result is not None:
         _line(

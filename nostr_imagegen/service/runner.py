@@ -799,6 +799,8 @@ class JobRunner:
                 self._active.pop(active.job.id, None)  # still queued in the ledger
                 return
             if active.cancel.is_set():
+                # Cancelled between leaving the queue and reaching here.
+                await self._record_cancelled(active)
                 continue
             self._running[index] = active
             try:

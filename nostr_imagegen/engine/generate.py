@@ -443,17 +443,14 @@ class Engine:
         self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
     ) -> list[Image.Image]:
         try:
-            if plan.loras:
-                pipeline.enable_lora()
-                pipeline.set_adapters(
-                    [name for name, _ in plan.loras],
-                    adapter_weights=[weight for _, weight in plan.loras],
-                )
             try:
+                if plan.loras:
+                    # Inside the try: a switch that fails half-way is reset too.
+                    entry.activate_loras(plan.loras)
                 output = pipeline(**kwargs)
             finally:
                 if plan.loras:
-                    self._reset_loras(entry, pipeline)
+                    self._reset_loras(entry)
         except _Interrupted:
             raise JobCancelled("the job was cancelled") from None
         except torch.OutOfMemoryError as exc:
@@ -472,10 +469,10 @@ class Engine:
             raise EngineError("the pipeline returned no image")
         return images
 
-    def _reset_loras(self, entry: LoadedModel, pipeline: Any) -> None:
+    def _reset_loras(self, entry: LoadedModel) -> None:
         """Back to the base model; if that fails the pipeline is dropped, never reused."""
         try:
-            pipeline.disable_lora()
+            entry.activate_loras(())
         except Exception:
             logger.exception("disabling LoRAs on %r failed; unloading it", entry.name)
             self._cache.evict(entry.name)

@@ -19,7 +19,18 @@ once (the second waits for the first) while another model may load beside it.
 
 LoRA state: a freshly loaded adapter is active in diffusers; this cache disables LoRAs right
 after loading, so a pipeline handed out always behaves as the base model until the caller
-enables adapters for one job (``Engine`` does, and turns them off again afterwards).
+enables adapters for one job and turns them off again afterwards (``Engine`` does):
+
+    model.activate_loras([("pixel-art", 0.8), ("film", 0.5)])   # (name, weight) pairs
+    ...                                                          # run the job
+    model.activate_loras([])                                     # the base model again
+
+``activate_loras`` sets what diffusers' ``enable_lora`` + ``set_adapters`` (or
+``disable_lora``) set, on the peft LoRA layers found once per LoRA load: the active adapters,
+each adapter's scale (``weight * lora_alpha / r``, via peft's ``set_scale``) and the
+adapters-disabled flag. diffusers' own calls walk every module of the UNet and the text
+encoders (about 2,400 in SD 1.5) and set ``requires_grad`` on every LoRA weight on each call;
+that cost tens of milliseconds per job, this costs about a millisecond, with the same pixels.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import gc
 import importlib
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +127,42 @@ class LoadedModel:
     loras: set[str] = field(default_factory=set)
     _img2img: Any = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    #: The pipeline's peft LoRA layers, found after each LoRA load; None: switch them through
+    #: diffusers' pipeline methods instead (layers without the attributes relied on).
+    _lora_layers: tuple[Any, ...] | None = ()
+
+    def activate_loras(self, loras: Sequence[tuple[str, float]]) -> None:
+        """Make exactly ``loras`` ((name, weight) pairs, names loaded with ``ensure_loras``)
+        the active adapters of this model, or none (the base model) for ``[]``.
+
+        Same state as ``enable_lora()`` + ``set_adapters(names, adapter_weights=weights)``
+        (``disable_lora()`` for none) of diffusers, without walking every module. Raises
+        ``EngineError`` for a name not loaded, or for adapters on a model already unloaded.
+        """
+        with self._lock:
+            missing = [name for name, _ in loras if name not in self.loras]
+            if missing:
+                raise EngineError(f"LoRA {missing[0]!r} is not loaded into model {self.name!r}")
+            pipeline = self.text2img
+            if pipeline is None:
+                if loras:
+                    raise EngineError(f"model {self.name!r} was unloaded")
+                return  # a dropped pipeline has no state left to reset
+            layers = self._lora_layers
+            if layers is None:
+                _activate_through_diffusers(pipeline, loras)
+                return
+            if not loras:
+                for layer in layers:
+                    layer._disable_adapters = True
+                return
+            names = [name for name, _ in loras]
+            for layer in layers:
+                # What peft's set_adapter sets, minus its requires_grad walk (inference only).
+                layer._active_adapter = list(names)
+                for name, weight in loras:
+                    layer.set_scale(name, weight)  # no-op on layers this adapter lacks
+                layer._disable_adapters = False
 
     def img2img(self) -> Any:
         """The image-to-image pipeline over the same modules (``from_pipe``: no copy)."""
@@ -132,6 +180,7 @@ class LoadedModel:
     def _release(self) -> None:
         self.text2img = None
         self._img2img = None
+        self._lora_layers = ()
 
 
 class PipelineCache:
@@ -212,13 +261,18 @@ class PipelineCache:
             pipeline = entry.text2img
             if pipeline is None:
                 raise EngineError(f"model {entry.name!r} was unloaded")
-            for name in missing:
-                lora = self._config.loras.get(name)
-                if lora is None:
-                    raise ConfigError(f"LoRA {name!r} is not in the engine configuration")
-                self._load_lora(entry, pipeline, name, lora)
-            pipeline.disable_lora()
-            entry.size_bytes = estimate_bytes(pipeline)
+            try:
+                for name in missing:
+                    lora = self._config.loras.get(name)
+                    if lora is None:
+                        raise ConfigError(f"LoRA {name!r} is not in the engine configuration")
+                    self._load_lora(entry, pipeline, name, lora)
+                pipeline.disable_lora()
+                entry.size_bytes = estimate_bytes(pipeline)
+            finally:
+                # New adapters may wrap new modules; a failed load may have left some.
+                if entry.text2img is not None:
+                    entry._lora_layers = _find_lora_layers(entry.name, pipeline, entry.loras)
 
     def evict(self, name: str) -> bool:
         """Drop model ``name`` now; True when it was loaded."""
@@ -256,7 +310,15 @@ class PipelineCache:
     def _load_lora(self, entry: LoadedModel, pipeline: Any, name: str, lora: LoraConfig) -> None:
         logger.info("loading LoRA %r into model %r", name, entry.name)
         try:
-            pipeline.load_lora_weights(lora.source, adapter_name=name)
+            with warnings.catch_warnings():
+                # peft warns whenever a model gets a second adapter: named adapters side by
+                # side are exactly what this cache wants.
+                warnings.filterwarnings(
+                    "ignore",
+                    message="Already found a `peft_config` attribute",
+                    category=UserWarning,
+                )
+                pipeline.load_lora_weights(lora.source, adapter_name=name)
         except Exception as exc:
             logger.error("loading LoRA %r from %s failed: %s", name, lora.source, exc)
             try:  # leave no half-injected adapter behind
@@ -309,6 +371,49 @@ class PipelineCache:
             with entry._lock:
                 entry._release()
         _collect(self._device)
+
+
+def _find_lora_layers(model: str, pipeline: Any, loaded: set[str]) -> tuple[Any, ...] | None:
+    """The peft LoRA layers in the pipeline's torch modules (each once), or None when they
+    cannot be switched directly (attributes missing in this peft version, merged weights,
+    adapters without layers): ``activate_loras`` then goes through diffusers."""
+    if not loaded:
+        return ()
+    try:
+        tuners: Any = importlib.import_module("peft.tuners.tuners_utils")
+    except ImportError:
+        return None
+    found: dict[int, Any] = {}
+    for component in getattr(pipeline, "components", {}).values():
+        if isinstance(component, torch.nn.Module):
+            for module in component.modules():
+                if isinstance(module, tuners.BaseTunerLayer):
+                    found.setdefault(id(module), module)
+    layers = tuple(found.values())
+    if layers and all(_switchable(layer) for layer in layers):
+        return layers
+    logger.info("model %r: switching LoRAs through diffusers (peft layers not as expected)", model)
+    return None
+
+
+def _switchable(layer: Any) -> bool:
+    return (
+        isinstance(getattr(layer, "_disable_adapters", None), bool)
+        and hasattr(layer, "_active_adapter")
+        and callable(getattr(layer, "set_scale", None))
+        and not getattr(layer, "merged", True)
+    )
+
+
+def _activate_through_diffusers(pipeline: Any, loras: Sequence[tuple[str, float]]) -> None:
+    """The slow, always-right way: diffusers' pipeline-level adapter methods."""
+    if loras:
+        pipeline.enable_lora()
+        pipeline.set_adapters(
+            [name for name, _ in loras], adapter_weights=[weight for _, weight in loras]
+        )
+    else:
+        pipeline.disable_lora()
 
 
 def _adapter_names(pipeline: Any) -> set[str]:

@@ -112,7 +112,8 @@ async def serve(
         # Load the default model now: a broken model fails the start, not the first job.
         await asyncio.to_thread(warm)
     service = config.service
-    with Ledger(service.ledger) as ledger, build_hosts(config.storage, keys) as hosts:
+    ledger = Ledger(service.ledger, durable=service.ledger_durable)
+    with ledger, build_hosts(config.storage, keys) as hosts:
         if service.ledger_retention_days > 0:
             pruned = await asyncio.to_thread(ledger.prune, service.ledger_retention_days * 86400.0)
             if pruned:

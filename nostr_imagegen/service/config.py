@@ -7,6 +7,7 @@ level beside these sections::
     [service]
     relays = ["wss://relay.damus.io", "wss://nos.lol"]
     ledger = "dvm-ledger.sqlite3"          # the job ledger (SQLite), kept across restarts
+    ledger_durable = false                 # true: fsync each commit (power-cut safe, slower)
     accepted_kinds = [5100]                # add 5050 for clients of the first 5100 draft
     lookback_s = 120                       # requests this old are still served at start
     progress_interval_s = 2.0
@@ -131,6 +132,8 @@ class ServiceSection(_Section):
     resume_max_age_s: float = Field(default=3600.0, ge=0.0)
     #: Finished jobs are forgotten after this many days (0: never).
     ledger_retention_days: float = Field(default=30.0, ge=0.0)
+    #: fsync every ledger commit (``synchronous=FULL``): survives power cuts, costs ms/job.
+    ledger_durable: bool = False
 
     @field_validator("relays")
     @classmethod

@@ -39,12 +39,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from PIL import Image
 
 from nostr_imagegen.errors import (
+    ConfigError,
     EngineError,
     EventError,
     FetchError,
@@ -60,6 +61,7 @@ from nostr_imagegen.imagejob.request import (
     DEFAULT_JOB_LIMITS,
     InputResolver,
     JobLimits,
+    is_request_kind,
     parse_image_job,
 )
 from nostr_imagegen.imagejob.results import (
@@ -75,6 +77,10 @@ from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import Filter
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger, StoredImage
 from nostr_imagegen.service.netguard import is_public_address, parse_ip
+
+if TYPE_CHECKING:  # httpx lives behind these; the runner imports them when it uses them
+    from nostr_imagegen.service.fetch import FetchPolicy
+    from nostr_imagegen.service.upload import ImageHost
 
 __all__ = [
     "Announcement",
@@ -355,11 +361,11 @@ class JobRunner:
         keys: Keys,
         pool: RelayPoolLike,
         engine: EngineLike | Sequence[EngineLike],
-        hosts: Sequence[Any],
+        hosts: Sequence[ImageHost],
         ledger: Ledger,
         pricing: PricingPolicy | None = None,
         payment_check: PaymentCheck | None = None,
-        fetch_policy: Any = None,
+        fetch_policy: FetchPolicy | None = None,
         fetcher: Fetcher | None = None,
         accepted_kinds: Sequence[int] = (5100,),
         queue_size: int = 8,
@@ -371,14 +377,16 @@ class JobRunner:
         on_feedback: FeedbackHook | None = None,
     ) -> None:
         if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
+            raise ConfigError("queue_size must be at least 1")
+        if not accepted_kinds or not all(map(is_request_kind, accepted_kinds)):
+            raise ConfigError("accepted_kinds must be job request kinds (5000..5999)")
         self.keys = keys
         self.pool = pool
         self.engines: tuple[EngineLike, ...] = (
             tuple(engine) if isinstance(engine, Sequence) else (engine,)
         )
         if not self.engines:
-            raise ValueError("the runner needs at least one engine")
+            raise ConfigError("the runner needs at least one engine")
         self.hosts = tuple(hosts)
         self.ledger = ledger
         self.pricing = pricing

@@ -190,3 +190,44 @@ def test_key_errors_never_quote_the_key(tmp_path: Path) -> None:
     assert "not a key at all" not in str(caught.value)
     with pytest.raises(ConfigError, match="cannot read the secret key file"):
         load_keys(IdentityConfig(secret_key_file=tmp_path / "absent.key"), environ={})
+
+
+async def test_storage_sections_become_hosts_in_fallback_order(tmp_path: Path) -> None:
+    import hashlib
+
+    import httpx
+
+    from nostr_imagegen.service.app import build_hosts
+    from nostr_imagegen.service.upload import BlossomHost, LocalFolderHost, Nip96Host
+
+    text = BASE.replace('base_url = "https://images.example.org"\n', "").replace(
+        '"127.0.0.1:8090"', '"127.0.0.1:0"'
+    )
+    config = load_service_config(_write(tmp_path, text))
+    with build_hosts(config.storage, Keys.generate()) as hosts:
+        assert [type(host) for host in hosts] == [BlossomHost, Nip96Host, LocalFolderHost]
+        local = hosts[2]
+        data = b"\x89PNG not really"
+        digest = hashlib.sha256(data).hexdigest()
+        uploaded = await local.upload(data, mime="image/png", sha256=digest)
+        assert uploaded.url.startswith("http://127.0.0.1:")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(uploaded.url)
+        assert response.content == data  # served by the built-in server while the context lasts
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as client:
+            await client.get(uploaded.url)
+
+
+def test_local_storage_needs_base_url_or_listen(tmp_path: Path) -> None:
+    from nostr_imagegen.service.app import build_hosts
+
+    text = BASE.replace('base_url = "https://images.example.org"\n', "").replace(
+        'listen = "127.0.0.1:8090"\n', ""
+    )
+    config = load_service_config(_write(tmp_path, text))
+    with (
+        pytest.raises(ConfigError, match="needs base_url or listen"),
+        build_hosts(config.storage, Keys.generate()),
+    ):
+        pass

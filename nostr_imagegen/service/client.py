@@ -164,7 +164,6 @@ class JobClient:
         self._sub_id = subscription_id
         self._lookback_s = lookback_s
         self._pending: dict[str, _Pending] = {}
-        self._early: dict[str, list[Event]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JobClient:
@@ -216,13 +215,12 @@ class JobClient:
             started=started,
             done=asyncio.get_running_loop().create_future(),
         )
+        # Registered before publishing: an answer may arrive before the relay's OK does.
         self._pending[request.id] = pending
         try:
             published = await self.pool.publish(request, timeout_s=publish_timeout_s)
             if not getattr(published, "ok", bool(published)):
                 raise RelayError(f"no relay accepted the request {request.id}")
-            for event in self._early.pop(request.id, []):
-                await self._dispatch(event)
             remaining = max(0.0, timeout_s - (time.monotonic() - started))
             try:
                 return await asyncio.wait_for(asyncio.shield(pending.done), remaining)
@@ -258,10 +256,7 @@ class JobClient:
             return
         pending = self._pending.get(request_id)
         if pending is None:
-            # An answer can outrun our own publish acknowledgement: keep a few briefly.
-            if len(self._early) < 1000:
-                self._early.setdefault(request_id, []).append(event)
-            return
+            return  # not a job in flight (an old one, or someone else's noise)
         if pending.done.done():
             return
         if pending.provider is not None and event.pubkey != pending.provider:

@@ -93,3 +93,28 @@ def test_demo_without_nostr_relay_says_how_to_install_it(
     assert main(["demo"]) == 2
     assert "pip install nostr-relay" in capsys.readouterr().err
     assert list(tmp_path.glob("nostr-imagegen-demo-*")) == []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_demo_removes_its_working_folder_unless_kept(
+    keep: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The folder logic alone (the full demo runs in tests/integration/test_demo_command.py)."""
+    seen: list[Path] = []
+
+    async def fake_demo(args: object, workdir: Path, out: object) -> int:
+        (workdir / "images").mkdir()
+        (workdir / "images" / "x.png").write_bytes(b"png")
+        seen.append(workdir)
+        return 0
+
+    monkeypatch.setattr("nostr_imagegen.cli.demo._demo", fake_demo)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["demo", *(["--keep"] if keep else [])]) == 0
+    [workdir] = seen
+    assert workdir.parent == tmp_path
+    assert (workdir / "images" / "x.png").exists() is keep
+    assert (f"kept: {workdir}" in capsys.readouterr().out) is keep

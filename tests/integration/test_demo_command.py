@@ -43,21 +43,3 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     assert pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid.group(1)), 0)
-
-
-def test_demo_keep_leaves_the_image(tmp_path: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    process = subprocess.run(
-        [sys.executable, "-m", "nostr_imagegen.cli", "demo", "--keep", "--timeout", "60"],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        env=env,
-        check=False,
-    )
-    assert process.returncode == 0, f"{process.stdout}\n{process.stderr}"
-    file = re.search(r"^  file  (\S+\.png)", process.stdout, re.MULTILINE)
-    assert file is not None
-    image = Path(file.group(1))
-    assert image.read_bytes().startswith(b"\x89PNG")
-    assert f"kept: {image.parent.parent}" in process.stdout

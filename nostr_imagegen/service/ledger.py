@@ -313,13 +313,16 @@ class Ledger:
         detail: str | None = None,
         reply_relays: Sequence[str] | None = None,
         amount_msats: int | None = None,
+        refund_attempt: bool = False,
         now: float | None = None,
     ) -> JobState:
         """Move a job to ``state`` (timestamped, optional ``detail``); returns the old state.
 
-        Entering ``processing`` counts an attempt. Raises ``LedgerError`` for an unknown job,
-        a job already in a terminal state, or a move the state machine does not allow.
-        Terminal states with an answer go through ``finish`` or ``record_answer`` instead.
+        Entering ``processing`` counts an attempt (``max_attempts`` stops crash loops);
+        ``refund_attempt`` on the way back from ``processing`` (a graceful shutdown put the
+        job back) takes it back. Raises ``LedgerError`` for an unknown job, a job already in
+        a terminal state, or a move the state machine does not allow. Terminal states with
+        an answer go through ``record_answer`` instead.
         """
         at = time.time() if now is None else now
         with self._transaction() as db:
@@ -329,6 +332,9 @@ class Ledger:
             values: list[Any] = [state.value, at]
             if state is JobState.PROCESSING:
                 sets.append("attempts = attempts + 1")
+            elif refund_attempt and old is JobState.PROCESSING:
+                # Put back by a graceful shutdown: that attempt was not the job's fault.
+                sets.append("attempts = MAX(attempts - 1, 0)")
             if reply_relays is not None:
                 sets.append("reply_relays = ?")
                 values.append(json.dumps(list(reply_relays)))

@@ -899,7 +899,7 @@ class JobRunner:
             with contextlib.suppress(LedgerError):
                 await self._db(
                     self.ledger.transition, active.job.id, JobState.QUEUED,
-                    detail="interrupted by shutdown",
+                    detail="interrupted by shutdown", refund_attempt=True,
                 )  # fmt: skip
             self._active.pop(active.job.id, None)
             raise _Interrupted

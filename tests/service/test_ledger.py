@@ -259,3 +259,21 @@ def test_commits_survive_sigkill(tmp_path: Path) -> None:
         assert ledger.counts() == {JobState.ACCEPTED: 20}
         assert len(ledger.pending_on_startup().resume) == 20
     assert os.path.exists(path)
+
+
+def test_attempts_count_crashes_not_graceful_interruptions(ledger: Ledger) -> None:
+    request = _request()
+    ledger.claim(request)
+    ledger.transition(request.id, JobState.ACCEPTED)
+    ledger.transition(request.id, JobState.QUEUED)
+    ledger.transition(request.id, JobState.PROCESSING)
+    ledger.transition(request.id, JobState.QUEUED, detail="shutdown", refund_attempt=True)
+    record = ledger.get(request.id)
+    assert record is not None
+    assert record.attempts == 0
+    ledger.transition(request.id, JobState.PROCESSING)  # then the process dies here
+    ledger.transition(request.id, JobState.QUEUED)  # the restart queues it again
+    ledger.transition(request.id, JobState.PROCESSING)
+    record = ledger.get(request.id)
+    assert record is not None
+    assert record.attempts == 2

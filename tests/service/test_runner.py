@@ -490,6 +490,9 @@ async def test_graceful_stop_puts_an_unfinished_job_back_for_the_next_start(
     assert ("queued", "interrupted by shutdown") in [
         (s.value, d) for s, _, d in ledger.history(request.id)
     ]
+    interrupted = ledger.get(request.id)
+    assert interrupted is not None
+    assert interrupted.attempts == 0  # not held against the job: it did not crash anything
     gate.set()
     await start_runner(engine=FakeEngine())
     await pool.wait_for(lambda: ledger.state(request.id) is JobState.PUBLISHED)

@@ -159,30 +159,35 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
     faster than that, and than validating. Values that do not name exactly the model's
     fields, or a pydantic this was not checked against (see below), are validated instead.
     """
-    if _CONSTRUCT_WORKS and values.keys() == model.__pydantic_fields__.keys():
-        return _construct(model, values)
+    names = _FIELD_NAMES.get(model)
+    if names is None:
+        names = _FIELD_NAMES[model] = set(model.__pydantic_fields__)
+    if _CONSTRUCT_WORKS and values.keys() == names:
+        instance = _new(model)
+        # The four instance slots that pydantic's own model_construct and __copy__ fill.
+        _set(instance, "__dict__", values)
+        _set(instance, "__pydantic_fields_set__", names.copy())  # every field counts as set
+        _set(instance, "__pydantic_extra__", None)
+        _set(instance, "__pydantic_private__", None)
+        return instance
     return model(**values)
+
+
+# Each model's field names, as a set (the class attribute goes through pydantic's metaclass).
+_FIELD_NAMES: dict[type[BaseModel], set[str]] = {}
 
 
 _new = object.__new__  # what BaseModel.__new__ is
 _set = object.__setattr__  # past the frozen models' own __setattr__
 
 
-def _construct(model: type[_Model], values: dict[str, Any]) -> _Model:
-    instance = _new(model)
-    # The four instance slots that pydantic's own model_construct and __copy__ fill.
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", None)
-    return instance
-
-
 def _construct_works() -> bool:
-    """Whether ``_construct`` builds exactly what validation builds, with this pydantic."""
+    """Whether ``construct_checked`` builds exactly what validation builds, with this pydantic."""
+    global _CONSTRUCT_WORKS
     values: dict[str, Any] = {"data": "x", "type": InputType.URL, "relay": "r", "marker": None}
+    _CONSTRUCT_WORKS = True  # for this one trial
     try:
-        built, validated = _construct(JobInput, dict(values)), JobInput(**values)
+        built, validated = construct_checked(JobInput, dict(values)), JobInput(**values)
         return (
             built == validated
             and repr(built) == repr(validated)
@@ -194,4 +199,5 @@ def _construct_works() -> bool:
         return False
 
 
+_CONSTRUCT_WORKS = False
 _CONSTRUCT_WORKS = _construct_works()

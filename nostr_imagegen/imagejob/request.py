@@ -106,6 +106,9 @@ _INT = re.compile(r"[+-]?[0-9]{1,20}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
 _UPSCALE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,6})?)[xX]?")
 _IMAGE_URL_SCHEMES = ("https", "http")
+# Enum members read once: reading them from the class costs several dict lookups each time.
+_TEXT, _URL = InputType.TEXT, InputType.URL
+_TEXT_OR_URL = (_TEXT, _URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,33 +186,34 @@ def _too_many_tags(count: int, limits: JobLimits) -> JobRejected:
 
 
 def _check_and_group(tags: Sequence[Tag], limits: JobLimits, groups: dict[str, list[Tag]]) -> None:
-    """Check each (non-empty) tag against the size bounds, in order, and file it by name.
+    """Check the (non-empty) tags against the size bounds, then file each under its name.
 
-    One pass over the tags: each list in ``groups`` keeps the order the tags came in.
+    Each list in ``groups`` keeps the order the tags came in.
     """
     max_elements = limits.max_tag_elements
     max_chars = limits.max_element_chars
-    # When all the strings together are short enough, so is each one: one C-level check
-    # instead of one per tag for nearly every request.
+    # Two C-level checks pass nearly every request: no tag has too many elements, and all
+    # the strings together are short enough for each one to be.
     try:
-        all_short = len("".join(chain.from_iterable(tags))) <= max_chars
+        fits = (
+            max(map(len, tags), default=0) <= max_elements
+            and len("".join(chain.from_iterable(tags))) <= max_chars
+        )
     except TypeError:  # not all strings: the checks below fail as they always did
-        all_short = False
+        fits = False
+    if not fits:
+        for tag in tags:  # the first tag out of bounds, each checked in order
+            if len(tag) > max_elements:
+                raise JobRejected(
+                    f"a tag has {len(tag)} elements; at most {max_elements} are read",
+                    tag=clip_tag(tag),
+                )
+            if max(map(len, tag)) > max_chars:
+                raise JobRejected(
+                    f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
+                )
     for tag in tags:
-        if len(tag) > max_elements:
-            raise JobRejected(
-                f"a tag has {len(tag)} elements; at most {max_elements} are read",
-                tag=clip_tag(tag),
-            )
-        if not all_short and max(map(len, tag)) > max_chars:
-            raise JobRejected(
-                f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
-            )
-        group = groups.get(tag[0])
-        if group is None:
-            groups[tag[0]] = [tag]
-        else:
-            group.append(tag)
+        groups.setdefault(tag[0], []).append(tag)
 
 
 def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
@@ -472,7 +476,7 @@ def _read_params(params: Sequence[Tag], limits: JobLimits) -> _Params:
 
 
 def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
-    if job_input.type in (InputType.TEXT, InputType.URL):
+    if job_input.type in _TEXT_OR_URL:
         return job_input
     if resolver is None:
         raise JobRejected(
@@ -481,7 +485,7 @@ def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
             clip_tag(job_input.to_tag()),
         )
     resolved = resolver(job_input)
-    if not isinstance(resolved, JobInput) or resolved.type not in (InputType.TEXT, InputType.URL):
+    if not isinstance(resolved, JobInput) or resolved.type not in _TEXT_OR_URL:
         raise JobRejected(
             f"the {job_input.type.value} input did not resolve to a text or an image URL",
             clip_tag(job_input.to_tag()),
@@ -493,11 +497,15 @@ def _prompt_and_image(
     inputs: Sequence[JobInput], resolver: InputResolver | None, limits: JobLimits
 ) -> tuple[str, str | None]:
     """The prompt (every text input, in order, joined by newlines) and the one image URL."""
+    if len(inputs) == 1 and inputs[0].type is _TEXT:  # the usual request: one text prompt
+        prompt = inputs[0].data
+        if prompt.strip() and len(prompt) <= limits.max_prompt_chars:
+            return prompt, None  # else the loop below says what is wrong
     texts: list[str] = []
     image_url: str | None = None
     for original in inputs:
-        job_input = original if original.type is InputType.TEXT else _resolve(original, resolver)
-        if job_input.type is InputType.URL:
+        job_input = original if original.type is _TEXT else _resolve(original, resolver)
+        if job_input.type is _URL:
             # The tag quoted by a rejection is the one received, not what it resolved to.
             tag = original.to_tag()
             if image_url is not None:
@@ -520,9 +528,7 @@ def _prompt_and_image(
     return prompt, image_url
 
 
-def _at_most_one(tags: Sequence[Tag] | None, name: str) -> Tag | None:
-    if not tags:
-        return None
+def _at_most_one(tags: Sequence[Tag], name: str) -> Tag:
     if len(tags) > 1:
         raise JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
     return tags[0]
@@ -596,8 +602,10 @@ def parse_image_job(
         for tag in param_tags:
             ParamTag.parse(tag)  # the first without raises, naming what is missing
     single, loras, extra = _read_params(param_tags, limits)
-    output_tag = _at_most_one(groups.get(OutputTag.NAME), OutputTag.NAME)
-    bid_tag = _at_most_one(groups.get(BidTag.NAME), BidTag.NAME)
+    output_tags = groups.get(OutputTag.NAME)
+    output_tag = _at_most_one(output_tags, OutputTag.NAME) if output_tags else None
+    bid_tags = groups.get(BidTag.NAME)
+    bid_tag = _at_most_one(bid_tags, BidTag.NAME) if bid_tags else None
     bid: Bid | None = BidTag.bid_of(bid_tag) if bid_tag is not None else None
     output = OutputTag.mime_of(output_tag) if output_tag is not None else None
     relay_tags = groups.get(RelaysTag.NAME)
@@ -636,5 +644,6 @@ def parse_image_job(
     except ValidationError as exc:  # only when construct_checked validates; a bug guard
         logger.exception("ImageJob rejected values the request parser accepted")
         raise JobRejected("the request could not be read") from exc
-    logger.debug("parsed job %s from %s (kind %d)", event.id, event.pubkey, event.kind)
+    if logger.isEnabledFor(logging.DEBUG):  # spares reading the arguments otherwise
+        logger.debug("parsed job %s from %s (kind %d)", job.id, job.customer, job.kind)
     return job

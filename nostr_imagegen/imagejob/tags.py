@@ -55,6 +55,7 @@ _INPUT_TYPES = ", ".join(t.value for t in InputType)
 _PLAIN_URL = re.compile(
     r"([A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
 )
+_STR_OR_NONE = (str, type(None))
 # A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
 _INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
 
@@ -152,7 +153,7 @@ class InputTag:
         marker = tag[4] if size > 4 else None
         values = {"data": data, "type": input_type, "relay": relay, "marker": marker}
         if type(data) is str and (
-            size == 3 or (type(relay) is str and (marker is None or type(marker) is str))
+            size == 3 or (type(relay) in _STR_OR_NONE and type(marker) in _STR_OR_NONE)
         ):
             return construct_checked(JobInput, values)
         return JobInput(**values)  # not plain strings: let validation refuse or convert them

@@ -528,10 +528,8 @@ def _prompt_and_image(
     return prompt, image_url
 
 
-def _at_most_one(tags: Sequence[Tag], name: str) -> Tag:
-    if len(tags) > 1:
-        raise JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
-    return tags[0]
+def _more_than_one(tags: Sequence[Tag], name: str) -> JobRejected:
+    return JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
 
 
 def _relays(tags: Sequence[Tag], limits: JobLimits) -> tuple[str, ...]:
@@ -603,11 +601,13 @@ def parse_image_job(
             ParamTag.parse(tag)  # the first without raises, naming what is missing
     single, loras, extra = _read_params(param_tags, limits)
     output_tags = groups.get(OutputTag.NAME)
-    output_tag = _at_most_one(output_tags, OutputTag.NAME) if output_tags else None
+    if output_tags and len(output_tags) > 1:
+        raise _more_than_one(output_tags, OutputTag.NAME)
     bid_tags = groups.get(BidTag.NAME)
-    bid_tag = _at_most_one(bid_tags, BidTag.NAME) if bid_tags else None
-    bid: Bid | None = BidTag.bid_of(bid_tag) if bid_tag is not None else None
-    output = OutputTag.mime_of(output_tag) if output_tag is not None else None
+    if bid_tags and len(bid_tags) > 1:
+        raise _more_than_one(bid_tags, BidTag.NAME)
+    bid: Bid | None = BidTag.bid_of(bid_tags[0]) if bid_tags else None
+    output = OutputTag.mime_of(output_tags[0]) if output_tags else None
     relay_tags = groups.get(RelaysTag.NAME)
     relays = _relays(relay_tags, limits) if relay_tags else ()
 

@@ -197,7 +197,8 @@ class OutputTag:
     @classmethod
     def mime_of(cls, tag: Sequence[str]) -> str:
         """``parse(tag).mime``, checked the same way, without building the view."""
-        _check_shape(tag, cls.NAME, 2, 2)
+        if len(tag) != 2 or tag[0] != cls.NAME:
+            _check_shape(tag, cls.NAME, 2, 2)  # raises, saying what is wrong
         if not _MIME.fullmatch(tag[1]):
             raise _reject(f"output {shorten(tag[1])!r} is not a MIME type like image/png", tag)
         return tag[1]
@@ -223,7 +224,8 @@ class BidTag:
     @classmethod
     def amounts_of(cls, tag: Sequence[str]) -> tuple[int, int | None]:
         """``(msats, max_msats)`` of ``parse(tag)``, checked the same way, without the view."""
-        _check_shape(tag, cls.NAME, 2, 3)
+        if not 2 <= len(tag) <= 3 or tag[0] != cls.NAME:
+            _check_shape(tag, cls.NAME, 2, 3)  # raises, saying what is wrong
         first = _canonical_uint(tag[1], "bid", tag)
         if len(tag) == 2:
             return first, None
@@ -293,7 +295,8 @@ class ProviderTag:
     @classmethod
     def public_key_of(cls, tag: Sequence[str]) -> str:
         """``parse(tag).public_key``, checked the same way, without building the view."""
-        _check_shape(tag, cls.NAME, 2, 3)
+        if not 2 <= len(tag) <= 3 or tag[0] != cls.NAME:
+            _check_shape(tag, cls.NAME, 2, 3)  # raises, saying what is wrong
         if not _HEX64.fullmatch(tag[1]):
             raise _reject(
                 f"provider key {shorten(tag[1])!r} is not 64 lowercase hex characters", tag

@@ -3,29 +3,40 @@
     >>> with LocalRelay(Path("/tmp/relay")) as relay:       # free port, own SQLite file
     ...     relay.url                                       # 'ws://127.0.0.1:43117'
     ...     relay.stop(kill=True); relay.start()            # crash and restart, same data
+    ...     relay.restart()                                 # graceful stop, start again
 
 ``nostr-relay`` (a third-party Python relay with SQLite storage) is started as
 ``nostr-relay -c <config> serve --use-uvicorn`` bound to 127.0.0.1 only. Its quirks, worth
 knowing: it answers a rejected event with an empty id, reports duplicates as
 ``OK false "duplicate: ..."``, and refuses events older than a year or an hour ahead.
 Install it with ``pip install nostr-relay`` (or ``pip install "nostr-imagegen[dev]"``).
+
+The demo, the examples, the benchmarks and the integration tests' ``relay`` fixtures all use
+this one class. A relay its owner never stopped (an exception path, a forgotten ``stop()``)
+is ended when the interpreter exits (``atexit``); only a hard kill of this process leaves it
+behind (the child has its own session so that a Ctrl-C reaches us, not it, first).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 from nostr_imagegen.errors import RelayError
 
-__all__ = ["INSTALL_HINT", "LocalRelay", "find_nostr_relay", "free_port"]
+__all__ = ["INSTALL_HINT", "LocalRelay", "accepts_connections", "find_nostr_relay", "free_port"]
+
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "the local relay needs the nostr-relay package: pip install nostr-relay "
@@ -88,7 +99,8 @@ def find_nostr_relay() -> str | None:
     return shutil.which("nostr-relay")
 
 
-def _accepts(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Whether something on ``127.0.0.1:port`` accepts a TCP connection right now."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -96,12 +108,37 @@ def _accepts(port: int) -> bool:
         return False
 
 
+# Relay processes started and not yet stopped, by pid: ended at interpreter exit.
+_live: dict[int, subprocess.Popen[bytes]] = {}
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _end_leftovers(timeout_s: float = 3.0) -> None:
+    """SIGTERM every relay still running, SIGKILL those that outlast ``timeout_s``."""
+    with _live_lock:
+        leftovers = list(_live.values())
+        _live.clear()
+    for process in leftovers:
+        if process.poll() is None:
+            logger.warning("ending nostr-relay pid %d left running", process.pid)
+            process.terminate()
+    for process in leftovers:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class LocalRelay:
     """``nostr-relay`` on ``127.0.0.1:port`` with its data in ``workdir``; restartable.
 
     ``start()`` blocks until the relay accepts connections (raises ``RelayError`` with the
-    log tail if it does not); ``stop()`` sends SIGTERM, ``stop(kill=True)`` SIGKILL (a crash).
-    Both block for up to a few seconds: from async code call them via ``asyncio.to_thread``.
+    log tail if it does not); ``stop()`` sends SIGTERM, ``stop(kill=True)`` SIGKILL (a crash);
+    ``start()`` after either serves the same port and database again, and ``restart()`` is
+    ``stop()`` then ``start()``. All block for up to a few seconds: from async code call them
+    via ``asyncio.to_thread``.
     """
 
     def __init__(
@@ -135,23 +172,29 @@ class LocalRelay:
         """Start the relay and wait until it accepts connections; returns ``self``."""
         if self.running:
             return self
+        self.stop()  # forget a process that ended on its own
         assert self.executable is not None
-        if _accepts(self.port):
+        if accepts_connections(self.port):
             raise RelayError(f"port {self.port} on 127.0.0.1 is already in use")
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own executable and arguments
-                [self.executable, "-c", str(self.config_path), "serve", "--use-uvicorn"],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in our terminal is ours to handle
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            try:
+                self._process = subprocess.Popen(  # noqa: S603 - our own executable, arguments
+                    [self.executable, "-c", str(self.config_path), "serve", "--use-uvicorn"],
+                    cwd=self.workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C in our terminal is ours to handle
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            except OSError as exc:
+                raise RelayError(f"cannot run {self.executable}: {exc}") from exc
+        with _live_lock:
+            _live[self._process.pid] = self._process
         deadline = time.monotonic() + timeout_s
-        while not _accepts(self.port):
+        while not accepts_connections(self.port):
             if self._process.poll() is not None:
-                self._process = None
+                self.stop()  # reaped already; this forgets it
                 raise RelayError(f"nostr-relay exited at start:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop(kill=True)
@@ -164,17 +207,29 @@ class LocalRelay:
     def stop(self, *, kill: bool = False, timeout_s: float = 10.0) -> None:
         """Stop the relay (SIGTERM, or SIGKILL with ``kill``) and wait for the port to free."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if process.poll() is not None:
+                return
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        finally:
+            with _live_lock:
+                _live.pop(process.pid, None)
+        # Wait until the port is free again so that a restart can bind it.
         deadline = time.monotonic() + timeout_s
-        while _accepts(self.port) and time.monotonic() < deadline:
+        while accepts_connections(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def restart(self, timeout_s: float = 60.0) -> LocalRelay:
+        """``stop()`` (graceful) then ``start()``: same port, same database."""
+        self.stop()
+        return self.start(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the relay's log (for error messages)."""

@@ -35,11 +35,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from PIL import Image
@@ -77,6 +77,18 @@ from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import Filter
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger, StoredImage
 from nostr_imagegen.service.netguard import is_public_address, parse_ip
+from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
+from nostr_imagegen.service.seams import (
+    EngineLike,
+    FeedbackHook,
+    Fetcher,
+    GenerationLike,
+    PaymentCheck,
+    PricingPolicy,
+    PublishOutcome,
+    RelayPoolLike,
+    ResultHook,
+)
 
 if TYPE_CHECKING:  # httpx lives behind these; the runner imports them when it uses them
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -110,153 +122,6 @@ _EARLY_CANCEL_CAPACITY = 2_000
 _INTERRUPT_GRACE_S = 10.0
 #: The outbox retries an unacknowledged answer after 5 s, 10 s, 20 s... up to this.
 _MAX_REPUBLISH_BACKOFF_S = 300.0
-
-
-# -- what the runner is given ----------------------------------------------------------------
-
-
-class GenerationLike(Protocol):
-    """What ``EngineLike.generate`` returns (``engine.generate.GenerationResult``)."""
-
-    @property
-    def images(self) -> Sequence[Image.Image]: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def model(self) -> str: ...
-
-
-class EngineLike(Protocol):
-    """The image engine (``engine.generate.Engine``). ``generate`` runs in a worker thread."""
-
-    def generate(
-        self,
-        job: ImageJob,
-        *,
-        init_image: Image.Image | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> GenerationLike: ...
-
-    def offered(self) -> Any: ...
-
-
-class PublishOutcome(Protocol):
-    """What ``RelayPoolLike.publish`` returns (``service.relay.PublishResult``)."""
-
-    @property
-    def ok(self) -> bool:
-        """Whether at least one relay accepted the event."""
-        ...
-
-
-class RelayPoolLike(Protocol):
-    """The relay pool (``service.relay.RelayPool``), started.
-
-    ``subscribe`` keeps the subscription across reconnects (it may be sync or async);
-    ``publish`` sends to every pool relay plus ``relays`` (a request's ``relays`` tag);
-    ``events`` yields each event id once, whichever relays carry it.
-    """
-
-    def subscribe(
-        self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = ...
-    ) -> Any: ...
-
-    async def publish(
-        self, event: Event, *, relays: Sequence[str] | None = ..., timeout_s: float = ...
-    ) -> PublishOutcome: ...
-
-    def events(self) -> AsyncIterator[tuple[str, Event]]: ...
-
-
-class PricingPolicy(Protocol):
-    """Operator hook: the price of a job in millisats, or ``None`` (or 0) for free."""
-
-    def __call__(self, job: ImageJob) -> int | None: ...
-
-
-class PaymentCheck(Protocol):
-    """Operator hook deciding when a priced job may proceed.
-
-    ``invoice`` returns a bolt11 invoice for the ``payment-required`` feedback (or ``None``
-    to ask for a zap); ``wait_paid`` returns once paid (``True``) or refused (``False``).
-    The runner gives up after ``RunnerOptions.payment_timeout_s`` and answers `error`.
-    """
-
-    async def invoice(self, job: ImageJob, amount_msats: int) -> str | None: ...
-
-    async def wait_paid(self, job: ImageJob, amount_msats: int, bolt11: str | None) -> bool: ...
-
-
-#: ``await fetcher(url)`` -> the input image; raises ``FetchError``. Default: ``fetch_image``
-#: with the runner's fetch policy.
-Fetcher = Callable[[str], Awaitable[Image.Image]]
-
-#: ``on_result(job, result_event)`` after a result was accepted by a relay; may be async.
-ResultHook = Callable[[ImageJob, Event], Any]
-#: ``on_feedback(event)`` for every feedback event the runner publishes; may be async.
-FeedbackHook = Callable[[Event], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """NIP-89 handler information (kind 31990) published at start and every ``refresh_hours``."""
-
-    name: str
-    about: str
-    identifier: str = "nostr-imagegen"
-    picture: str | None = None
-    refresh_hours: float = 12.0
-    extra: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerOptions:
-    """Tuning knobs; the defaults suit a single-GPU DVM on public relays."""
-
-    #: Requests older than this (by ``created_at``) are not served when a relay sends them.
-    lookback_s: int = 120
-    #: At most one step-progress feedback per job this often.
-    progress_interval_s: float = 2.0
-    payment_timeout_s: float = 600.0
-    #: Priced jobs waiting for payment at the same time; more get `error` (busy).
-    max_payment_waits: int = 64
-    #: How long ``stop()`` lets the running job finish before interrupting it.
-    shutdown_timeout_s: float = 30.0
-    publish_timeout_s: float = 10.0
-    #: A stored answer no relay acknowledged is published again this often.
-    republish_interval_s: float = 5.0
-    #: At most this many relays from a request's ``relays`` tag get our answers.
-    max_reply_relays: int = 3
-    #: Let a request's ``relays`` tag name loopback or private addresses (tests, LANs).
-    allow_private_relays: bool = False
-    #: NIP-40 expiration of feedback events, seconds from now (None: none).
-    feedback_expiration_s: int | None = 24 * 3600
-    #: NIP-40 expiration of result events, seconds from now (None: none).
-    result_expiration_s: int | None = None
-    #: A job that was processing when the service died this many times is answered `error`.
-    max_attempts: int = 2
-    #: Unfinished jobs older than this at startup are answered `error` instead of resumed.
-    resume_max_age_s: float = 3600.0
-    #: Output type when the request has no ``output`` tag.
-    default_output: str = "image/png"
-    embed_metadata: bool = False
-    quality: int = 90
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    """Counters since start (for logs, health checks and the benchmark)."""
-
-    received: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    rejected: int = 0
-    busy: int = 0
-    cancelled: int = 0
-    failed: int = 0
-    succeeded: int = 0
-    republished: int = 0
 
 
 # -- in-memory bookkeeping ----------------------------------------------------------------

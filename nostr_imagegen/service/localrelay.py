@@ -12,9 +12,10 @@ knowing: it answers a rejected event with an empty id, reports duplicates as
 Install it with ``pip install nostr-relay`` (or ``pip install "nostr-imagegen[dev]"``).
 
 The demo, the examples, the benchmarks and the integration tests' ``relay`` fixtures all use
-this one class. A relay its owner never stopped (an exception path, a forgotten ``stop()``)
-is ended when the interpreter exits (``atexit``); only a hard kill of this process leaves it
-behind (the child has its own session so that a Ctrl-C reaches us, not it, first).
+this one class. No relay outlives the process that started it: one its owner never stopped
+(an exception path, a forgotten ``stop()``) is ended at interpreter exit (``atexit``), and a
+watcher beside the relay ends it when this process dies in any other way (SIGKILL, a
+``subprocess`` timeout): see ``_LAUNCHER``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# Run as ``python -c _LAUNCHER <nostr-relay> <args...>``. It forks a watcher, then becomes the
+# relay (exec keeps the pid, so our signals reach nostr-relay itself). The watcher blocks on
+# its stdin, a pipe only the LocalRelay writes to: EOF comes when stop() closes it or when we
+# die, however hard. Then, if the relay is still its parent (not already gone), it sends it
+# SIGTERM. The relay runs in a session of its own so that a Ctrl-C reaches us, not it, first.
+_LAUNCHER = """\
+import os, signal, sys
+relay = os.getpid()
+if os.fork() == 0:
+    try:
+        while os.read(0, 4096):
+            pass
+        if os.getppid() == relay:
+            os.kill(relay, signal.SIGTERM)
+    finally:
+        os._exit(0)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
 
 
 def find_nostr_relay() -> str | None:
@@ -168,23 +189,26 @@ class LocalRelay:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def _command(self) -> list[str]:
+        assert self.executable is not None
+        return [self.executable, "-c", str(self.config_path), "serve", "--use-uvicorn"]
+
     def start(self, timeout_s: float = 60.0) -> LocalRelay:
         """Start the relay and wait until it accepts connections; returns ``self``."""
         if self.running:
             return self
         self.stop()  # forget a process that ended on its own
-        assert self.executable is not None
         if accepts_connections(self.port):
             raise RelayError(f"port {self.port} on 127.0.0.1 is already in use")
         with self.log_path.open("ab") as log:
             try:
                 self._process = subprocess.Popen(  # noqa: S603 - our own executable, arguments
-                    [self.executable, "-c", str(self.config_path), "serve", "--use-uvicorn"],
+                    [sys.executable, "-I", "-S", "-c", _LAUNCHER, *self._command()],
                     cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,  # the watcher's lifeline; never written to
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,  # a Ctrl-C in our terminal is ours to handle
+                    start_new_session=True,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 )
             except OSError as exc:
@@ -221,6 +245,8 @@ class LocalRelay:
         finally:
             with _live_lock:
                 _live.pop(process.pid, None)
+            if process.stdin is not None:
+                process.stdin.close()  # its watcher sees EOF, finds the relay gone, and exits
         # Wait until the port is free again so that a restart can bind it.
         deadline = time.monotonic() + timeout_s
         while accepts_connections(self.port) and time.monotonic() < deadline:

@@ -1,0 +1,82 @@
+"""NIP-89: tell clients what this DVM offers (kind 31990), at start and every few hours.
+
+The event is replaceable (its ``d`` tag is ``Announcement.identifier``); the models, LoRAs
+and ratios in its ``nip90Params`` come from ``Engine.offered()`` (content shown expanded;
+the full shape is in ``imagejob.handler_info``)::
+
+    {"kind": 31990, "tags": [["d", "nostr-imagegen"], ["k", "5100"]],
+     "content": {"name": "My DVM", "about": "...",
+                 "nip90Params": {"model": {"required": false, "values": ["sdxl-turbo"]},
+                                 "ratio": {"required": false, "values": ["1:1", "4:3"]}, ...}}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+from nostr_imagegen.errors import NostrImagegenError
+from nostr_imagegen.imagejob.results import build_handler_info
+from nostr_imagegen.nostr.event import UnsignedEvent
+from nostr_imagegen.service.options import Announcement
+from nostr_imagegen.service.outbox import Outbox
+
+__all__ = ["announce_forever", "handler_info_template"]
+
+logger = logging.getLogger(__name__)
+
+#: However short ``refresh_hours`` is, at most one announcement a minute.
+_MIN_REFRESH_S = 60.0
+
+
+def handler_info_template(
+    announcement: Announcement, offered: Any, kinds: Sequence[int]
+) -> UnsignedEvent:
+    """The kind 31990 template for ``announcement`` and what the engine ``offered``."""
+    models = _names(offered, "models")
+    loras = _names(offered, "loras")
+    ratios = _names(offered, "ratios")
+    kwargs: dict[str, Any] = {}
+    if ratios:
+        kwargs["ratios"] = ratios
+    return build_handler_info(
+        identifier=announcement.identifier,
+        kinds=kinds,
+        name=announcement.name,
+        about=announcement.about,
+        picture=announcement.picture,
+        models=models,
+        loras=loras,
+        extra=announcement.extra,
+        **kwargs,
+    )
+
+
+async def announce_forever(
+    outbox: Outbox, template: Callable[[], UnsignedEvent], refresh_hours: float
+) -> None:
+    """Sign and publish ``template()`` now and every ``refresh_hours``, until cancelled."""
+    while True:
+        try:
+            event = outbox.sign(template())
+            if await outbox.publish(event):
+                logger.info("announced the DVM (NIP-89 %.12s)", event.id)
+        except NostrImagegenError as exc:
+            logger.warning("cannot announce the DVM: %s", exc)
+        await asyncio.sleep(max(_MIN_REFRESH_S, refresh_hours * 3600.0))
+
+
+def _names(offered: Any, key: str) -> list[str]:
+    """``offered[key]`` (a mapping or an attribute) as wire names."""
+    value = offered.get(key) if isinstance(offered, Mapping) else getattr(offered, key, None)
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [str(name) for name in value]
+    # Enums (Ratio) by their wire value; offered models and LoRAs by their name.
+    return [
+        str(item.value if isinstance(item, Enum) else getattr(item, "name", item)) for item in value
+    ]

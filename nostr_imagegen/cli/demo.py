@@ -117,8 +117,9 @@ async def _demo(args: argparse.Namespace, workdir: Path, out: TextIO) -> int:
         say(f"  model     {model_label}")
 
         from nostr_imagegen.service.ledger import Ledger
+        from nostr_imagegen.service.options import Announcement, RunnerOptions
         from nostr_imagegen.service.relay import RelayPool
-        from nostr_imagegen.service.runner import Announcement, JobRunner, RunnerOptions
+        from nostr_imagegen.service.runner import JobRunner
         from nostr_imagegen.service.upload import LocalFolderHost, serve_folder
 
         images = workdir / "images"

@@ -25,7 +25,9 @@ from nostr_imagegen.service.config import (
     StorageConfig,
 )
 from nostr_imagegen.service.ledger import Ledger
-from nostr_imagegen.service.runner import Announcement, EngineLike, JobRunner, RunnerOptions
+from nostr_imagegen.service.options import Announcement, RunnerOptions
+from nostr_imagegen.service.runner import JobRunner
+from nostr_imagegen.service.seams import EngineLike
 
 __all__ = ["build_hosts", "runner_options", "serve"]
 

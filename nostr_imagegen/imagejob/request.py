@@ -186,34 +186,33 @@ def _too_many_tags(count: int, limits: JobLimits) -> JobRejected:
 
 
 def _check_and_group(tags: Sequence[Tag], limits: JobLimits, groups: dict[str, list[Tag]]) -> None:
-    """Check the (non-empty) tags against the size bounds, then file each under its name.
+    """Check the (non-empty) tags against the size bounds, in order, filing each by name.
 
     Each list in ``groups`` keeps the order the tags came in.
     """
     max_elements = limits.max_tag_elements
     max_chars = limits.max_element_chars
-    # Two C-level checks pass nearly every request: no tag has too many elements, and all
-    # the strings together are short enough for each one to be.
+    # One C-level check passes nearly every request: when all the strings together are
+    # short enough, so is each one.
     try:
-        fits = (
-            max(map(len, tags), default=0) <= max_elements
-            and len("".join(chain.from_iterable(tags))) <= max_chars
-        )
+        all_short = len("".join(chain.from_iterable(tags))) <= max_chars
     except TypeError:  # not all strings: the checks below fail as they always did
-        fits = False
-    if not fits:
-        for tag in tags:  # the first tag out of bounds, each checked in order
-            if len(tag) > max_elements:
-                raise JobRejected(
-                    f"a tag has {len(tag)} elements; at most {max_elements} are read",
-                    tag=clip_tag(tag),
-                )
-            if max(map(len, tag)) > max_chars:
-                raise JobRejected(
-                    f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
-                )
+        all_short = False
     for tag in tags:
-        groups.setdefault(tag[0], []).append(tag)
+        if len(tag) > max_elements:
+            raise JobRejected(
+                f"a tag has {len(tag)} elements; at most {max_elements} are read",
+                tag=clip_tag(tag),
+            )
+        if not all_short and max(map(len, tag)) > max_chars:
+            raise JobRejected(
+                f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
+            )
+        group = groups.get(tag[0])
+        if group is None:
+            groups[tag[0]] = [tag]
+        else:
+            group.append(tag)
 
 
 def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
@@ -568,7 +567,9 @@ def parse_image_job(
     accepted = _accepted(accepted_kinds)
     if event.kind not in accepted:
         raise UnsupportedKind(event.kind, sorted(accepted))
-    clear_tags = list(filter(None, event.tags))  # without empty tags
+    clear_tags: Sequence[Tag] = event.tags
+    if not all(clear_tags):
+        clear_tags = list(filter(None, clear_tags))  # empty tags name nothing
     if len(clear_tags) > limits.max_tags:
         raise _too_many_tags(len(clear_tags), limits)
     # Every tag by name, in one pass; then each kind of tag is read in a fixed order, so that
@@ -593,12 +594,16 @@ def parse_image_job(
             raise _too_many_tags(len(clear_tags) + len(inner), limits)
         _check_and_group(inner, limits, groups)
 
-    inputs = tuple(map(InputTag.parse, groups.get(InputTag.NAME, _NO_TAGS)))
+    input_tags = groups.get(InputTag.NAME, _NO_TAGS)
+    if len(input_tags) == 1:  # the usual request (tuple(map(...)) costs more for one)
+        inputs: tuple[JobInput, ...] = (InputTag.parse(input_tags[0]),)
+    else:
+        inputs = tuple(map(InputTag.parse, input_tags))
     prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
     param_tags = groups.get(ParamTag.NAME, _NO_TAGS)
-    if param_tags and min(map(len, param_tags)) < 3:  # each needs a key and a value
-        for tag in param_tags:
-            ParamTag.parse(tag)  # the first without raises, naming what is missing
+    for tag in param_tags:  # all before any is read: each needs a key and a value
+        if len(tag) < 3:
+            ParamTag.parse(tag)  # raises, naming what is missing
     single, loras, extra = _read_params(param_tags, limits)
     output_tags = groups.get(OutputTag.NAME)
     if output_tags and len(output_tags) > 1:

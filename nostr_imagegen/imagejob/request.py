@@ -166,15 +166,14 @@ def _check_kinds(kinds: Collection[int]) -> frozenset[int]:
 
 _DEFAULT_KINDS = (IMAGE_GENERATION_KIND,)
 # The last immutable `accepted_kinds` checked and its set: a service passes the same tuple with
-# every request. Held by reference, so its id cannot be reused while it is remembered.
+# every request, so parse_image_job checks it once. Held by reference, so that its id cannot
+# be reused while it is remembered.
 _last_kinds: tuple[Collection[int], frozenset[int]] = (_DEFAULT_KINDS, _check_kinds(_DEFAULT_KINDS))
 
 
 def _accepted(kinds: Collection[int]) -> frozenset[int]:
+    """``kinds`` checked, as a set; remembered in ``_last_kinds`` when immutable."""
     global _last_kinds
-    last = _last_kinds
-    if kinds is last[0]:
-        return last[1]
     accepted = _check_kinds(kinds)
     if type(kinds) is tuple or type(kinds) is frozenset:  # immutable, and so are ints
         _last_kinds = (kinds, accepted)
@@ -493,11 +492,17 @@ def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
 
 
 def _prompt_and_image(
-    inputs: Sequence[JobInput], resolver: InputResolver | None, limits: JobLimits
+    input_tags: Sequence[Tag],
+    inputs: Sequence[JobInput],
+    resolver: InputResolver | None,
+    limits: JobLimits,
 ) -> tuple[str, str | None]:
-    """The prompt (every text input, in order, joined by newlines) and the one image URL."""
-    if len(inputs) == 1 and inputs[0].type is _TEXT:  # the usual request: one text prompt
-        prompt = inputs[0].data
+    """The prompt (every text input, in order, joined by newlines) and the one image URL.
+
+    ``inputs`` are the parsed ``input_tags``.
+    """
+    if len(input_tags) == 1 and input_tags[0][2] == "text":  # the usual: one text prompt
+        prompt = input_tags[0][1]
         if prompt.strip() and len(prompt) <= limits.max_prompt_chars:
             return prompt, None  # else the loop below says what is wrong
     texts: list[str] = []
@@ -564,7 +569,8 @@ def parse_image_job(
     event) or ``JobRejected`` (answer with an `error` feedback quoting ``str(exc)``);
     ``ConfigError`` when ``accepted_kinds`` is not a set of request kinds.
     """
-    accepted = _accepted(accepted_kinds)
+    last_kinds = _last_kinds  # (the usual `accepted_kinds`, its checked set)
+    accepted = last_kinds[1] if accepted_kinds is last_kinds[0] else _accepted(accepted_kinds)
     if event.kind not in accepted:
         raise UnsupportedKind(event.kind, sorted(accepted))
     clear_tags: Sequence[Tag] = event.tags
@@ -599,7 +605,7 @@ def parse_image_job(
         inputs: tuple[JobInput, ...] = (InputTag.parse(input_tags[0]),)
     else:
         inputs = tuple(map(InputTag.parse, input_tags))
-    prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
+    prompt, image_url = _prompt_and_image(input_tags, inputs, input_resolver, limits)
     param_tags = groups.get(ParamTag.NAME, _NO_TAGS)
     for tag in param_tags:  # all before any is read: each needs a key and a value
         if len(tag) < 3:

@@ -157,7 +157,8 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
     instance's own, so pass a fresh one. Does what pydantic's ``model_construct(**values)``
     does for trusted data without its per-field alias and default handling: several times
     faster than that, and than validating. Values that do not name exactly the model's
-    fields, or a pydantic this was not checked against (see below), are validated instead.
+    fields, or a pydantic this was not checked against (``_construct_works``), are validated
+    instead.
     """
     names = _FIELD_NAMES.get(model)
     if names is None:
@@ -183,9 +184,7 @@ _set = object.__setattr__  # past the frozen models' own __setattr__
 
 def _construct_works() -> bool:
     """Whether ``construct_checked`` builds exactly what validation builds, with this pydantic."""
-    global _CONSTRUCT_WORKS
     values: dict[str, Any] = {"data": "x", "type": InputType.URL, "relay": "r", "marker": None}
-    _CONSTRUCT_WORKS = True  # for this one trial
     try:
         built, validated = construct_checked(JobInput, dict(values)), JobInput(**values)
         return (
@@ -199,5 +198,5 @@ def _construct_works() -> bool:
         return False
 
 
-_CONSTRUCT_WORKS = False
+_CONSTRUCT_WORKS = True  # on trial, for the one call below
 _CONSTRUCT_WORKS = _construct_works()

@@ -73,6 +73,7 @@ __all__ = [
     "UpscalerConfig",
     "is_single_file",
     "load_engine_config",
+    "read_config_file",
 ]
 
 #: What a model or LoRA name must look like (it travels in requests and NIP-89 listings).
@@ -395,15 +396,20 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def load_engine_config(path: Path | str) -> EngineConfig:
-    """Read and validate an engine TOML file. Raises ``ConfigError`` naming file and field."""
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """The TOML document in ``path``, not yet validated. Raises ``ConfigError`` naming the
+    file when it cannot be read or is not TOML."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return EngineConfig.from_mapping(data, source=path)
+
+
+def load_engine_config(path: Path | str) -> EngineConfig:
+    """Read and validate an engine TOML file. Raises ``ConfigError`` naming file and field."""
+    return EngineConfig.from_mapping(read_config_file(path), source=path)

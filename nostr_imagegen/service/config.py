@@ -60,14 +60,13 @@ import logging
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from nostr_imagegen.engine.config import EngineConfig
+from nostr_imagegen.engine.config import EngineConfig, read_config_file
 from nostr_imagegen.errors import ConfigError, KeyFormatError
 from nostr_imagegen.nostr.keys import Keys
 
@@ -86,6 +85,7 @@ __all__ = [
     "ServiceConfig",
     "ServiceSection",
     "StorageConfig",
+    "load_engine_part",
     "load_keys",
     "load_service_config",
 ]
@@ -326,6 +326,12 @@ class ServiceConfig(EngineConfig):
         )
 
 
+#: The top-level keys of a DVM TOML that an engine TOML does not have.
+_SERVICE_SECTIONS: Final = frozenset(ServiceConfig.model_fields) - frozenset(
+    EngineConfig.model_fields
+)
+
+
 def _relative(path: Path, base: Path) -> Path:
     expanded = path.expanduser()
     return expanded if expanded.is_absolute() else (base / expanded).resolve()
@@ -374,16 +380,21 @@ def _strings(value: Any, path: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def load_service_config(path: Path | str) -> ServiceConfig:
     """Read and validate a DVM TOML file. Raises ``ConfigError`` naming the file and field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return ServiceConfig.from_mapping(data, source=path)
+    return ServiceConfig.from_mapping(read_config_file(path), source=path)
+
+
+def load_engine_part(path: Path | str) -> EngineConfig:
+    """The engine configuration in an engine TOML, or the engine part of a DVM TOML (what
+    ``nostr-imagegen run`` and ``demo`` take). Raises ``ConfigError`` naming file and field.
+
+    A file with any of the DVM's own sections (``[service]``, ``[identity]``, ``[[storage]]``,
+    ...) is validated whole as a DVM configuration, so its mistakes are named as such, and
+    a secret key written in it is refused; any other file is an engine configuration.
+    """
+    data = read_config_file(path)
+    if _SERVICE_SECTIONS.isdisjoint(data):
+        return EngineConfig.from_mapping(data, source=path)
+    return ServiceConfig.from_mapping(data, source=path).engine_config()
 
 
 def load_keys(identity: IdentityConfig, *, environ: Mapping[str, str] | None = None) -> Keys:

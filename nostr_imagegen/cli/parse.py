@@ -15,28 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import BinaryIO
 
+from nostr_imagegen.cli.common import EXIT_NOT_FOR_US, NSEC_ENV, fail, keys_from, read_event
 from nostr_imagegen.errors import (
+    ConfigError,
     EventError,
     JobRejected,
-    KeyFormatError,
     NostrImagegenError,
     NotForThisProvider,
 )
 from nostr_imagegen.imagejob.request import IMAGE_GENERATION_KIND, is_request_kind, parse_image_job
-from nostr_imagegen.nostr.event import MAX_EVENT_JSON_BYTES, parse_event
-from nostr_imagegen.nostr.keys import Keys
 
-__all__ = ["NSEC_ENV", "register", "run"]
+__all__ = ["register", "run"]
 
-#: Environment variable holding the provider's secret key (nsec or 64 hex).
-NSEC_ENV = "NOSTR_IMAGEGEN_NSEC"
-
-_INVALID = 2
-_NOT_FOR_US = 3
+_COMMAND = "parse"
 
 
 def _request_kind(text: str) -> int:
@@ -75,51 +68,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _read_bounded(stream: BinaryIO) -> bytes:
-    data = stream.read(MAX_EVENT_JSON_BYTES + 1)
-    if len(data) > MAX_EVENT_JSON_BYTES:
-        raise EventError(f"event JSON is larger than {MAX_EVENT_JSON_BYTES} bytes")
-    return data
-
-
-def _fail(message: str, code: int = _INVALID) -> int:
-    sys.stderr.write(f"nostr-imagegen parse: {message}\n")
-    return code
-
-
 def run(args: argparse.Namespace) -> int:
     """Parse ``args.file`` and print the job; the exit code says how it went."""
-    secret = args.nsec or os.environ.get(NSEC_ENV)
-    provider: Keys | None = None
-    if secret:
-        try:
-            provider = Keys.parse(secret)
-        except KeyFormatError:
-            # The parser's message may quote part of the key: say only what was wrong.
-            return _fail(f"the provider key (--nsec or {NSEC_ENV}) is not an nsec or 64 hex")
     try:
-        if args.file == "-":
-            data = _read_bounded(sys.stdin.buffer)
-        else:
-            with open(args.file, "rb") as stream:
-                data = _read_bounded(stream)
-    except OSError as exc:
-        return _fail(f"cannot read {args.file}: {exc.strerror or exc}")
-    except EventError as exc:
-        return _fail(f"invalid event: {exc}")
+        provider = keys_from(args.nsec)
+    except ConfigError as exc:
+        return fail(_COMMAND, str(exc))
     try:
-        event = parse_event(data)
+        event = read_event(args.file)
         job = parse_image_job(
             event, provider=provider, accepted_kinds=(IMAGE_GENERATION_KIND, *args.kinds)
         )
+    except OSError as exc:
+        return fail(_COMMAND, f"cannot read {args.file}: {exc.strerror or exc}")
     except EventError as exc:
-        return _fail(f"invalid event: {exc}")
+        return fail(_COMMAND, f"invalid event: {exc}")
     except JobRejected as exc:
-        return _fail(f"job rejected: {exc}")
+        return fail(_COMMAND, f"job rejected: {exc}")
     except NotForThisProvider as exc:
-        return _fail(str(exc), _NOT_FOR_US)
+        return fail(_COMMAND, str(exc), EXIT_NOT_FOR_US)
     except NostrImagegenError as exc:  # UnsupportedKind, and anything else we raise
-        return _fail(str(exc))
+        return fail(_COMMAND, str(exc))
     document = job.model_dump(mode="json", exclude={"request"})
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -23,18 +23,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from nostr_imagegen.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOR_US,
+    NSEC_ENV,
+    fail,
+    keys_from,
+    note,
+    quiet_libraries,
+    read_event,
+)
 from nostr_imagegen.errors import (
     ConfigError,
     EngineError,
     EventError,
     JobRejected,
-    KeyFormatError,
     NostrImagegenError,
     NotForThisProvider,
     ServiceError,
@@ -42,9 +49,10 @@ from nostr_imagegen.errors import (
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import IMAGE_GENERATION_KIND, parse_image_job
 from nostr_imagegen.imagejob.results import ImageLink, JobStatus, build_feedback, build_result
-from nostr_imagegen.nostr.event import MAX_EVENT_JSON_BYTES, Event, UnsignedEvent, parse_event
+from nostr_imagegen.nostr.event import Event, UnsignedEvent
 from nostr_imagegen.nostr.event import sign_event as _sign
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.service.config import load_engine_part
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -52,17 +60,11 @@ if TYPE_CHECKING:
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.encode import EncodedImage
 
-__all__ = ["NSEC_ENV", "register", "run"]
+__all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable holding the provider's secret key (nsec or 64 hex).
-NSEC_ENV = "NOSTR_IMAGEGEN_NSEC"
-
-_FAILED = 1
-_INVALID = 2
-_NOT_FOR_US = 3
-_PROGRAM = "nostr-imagegen run"
+_COMMAND = "run"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,60 +88,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _fail(message: str, code: int = _INVALID) -> int:
-    sys.stderr.write(f"{_PROGRAM}: {message}\n")
-    return code
-
-
-def _read_bounded(stream: BinaryIO) -> bytes:
-    data = stream.read(MAX_EVENT_JSON_BYTES + 1)
-    if len(data) > MAX_EVENT_JSON_BYTES:
-        raise EventError(f"event JSON is larger than {MAX_EVENT_JSON_BYTES} bytes")
-    return data
-
-
-def _provider_keys(args: argparse.Namespace) -> Keys:
-    secret = args.nsec or os.environ.get(NSEC_ENV)
-    if not secret:
+def _provider_keys(nsec: str | None) -> Keys:
+    keys = keys_from(nsec)
+    if keys is None:
         keys = Keys.generate()
-        sys.stderr.write(
-            f"{_PROGRAM}: warning: no provider key (--nsec or {NSEC_ENV}); answering with a "
-            f"fresh key, {keys.npub}\n"
+        note(
+            _COMMAND,
+            f"warning: no provider key (--nsec or {NSEC_ENV}); answering with a fresh key, "
+            f"{keys.npub}",
         )
-        return keys
-    try:
-        return Keys.parse(secret)
-    except KeyFormatError:
-        # The parser's message may quote part of the key: say only what was wrong.
-        raise ConfigError(
-            f"the provider key (--nsec or {NSEC_ENV}) is not an nsec or 64 hex"
-        ) from None
-
-
-def _load_config(path: Path) -> EngineConfig:
-    """An engine TOML, or the engine part of a service TOML."""
-    from nostr_imagegen.engine.config import EngineConfig, load_engine_config
-
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return load_engine_config(path)  # raises the ConfigError with the reason
-    if set(data) <= set(EngineConfig.model_fields):
-        return EngineConfig.from_mapping(data, source=path)
-    from nostr_imagegen.service.config import ServiceConfig
-
-    return ServiceConfig.from_mapping(data, source=path).engine_config()
-
-
-def _quiet_libraries(verbose: bool) -> None:
-    """Loading bars and hub chatter are noise on a command's stderr."""
-    import importlib
-
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        library: Any = importlib.import_module(name)
-        library.disable_progress_bar()
-        if not verbose:
-            library.set_verbosity_error()
+    return keys
 
 
 def _print_event(template: UnsignedEvent, keys: Keys) -> None:
@@ -176,7 +134,7 @@ def _serve(job: ImageJob, args: argparse.Namespace, config: EngineConfig, keys: 
     from nostr_imagegen.engine.encode import encode_image
     from nostr_imagegen.engine.generate import Engine
 
-    _quiet_libraries(bool(getattr(args, "verbose", 0)))
+    quiet_libraries(bool(getattr(args, "verbose", 0)))
     engine = Engine(config)
     engine.plan(job)  # reject before fetching or loading anything
     init_image = _fetch_input(job)
@@ -192,9 +150,10 @@ def _serve(job: ImageJob, args: argparse.Namespace, config: EngineConfig, keys: 
         links.append(_link(encoded, path, args.base_url))
         logger.info("wrote %s (%dx%d)", path, encoded.width, encoded.height)
     _print_event(build_result(job, links, keys=keys), keys)
-    sys.stderr.write(
-        f"{_PROGRAM}: {len(links)} image(s), {result.output_width}x{result.output_height}, "
-        f"model {result.model}, seed {result.seed}, {result.elapsed:.1f}s\n"
+    note(
+        _COMMAND,
+        f"{len(links)} image(s), {result.output_width}x{result.output_height}, "
+        f"model {result.model}, seed {result.seed}, {result.elapsed:.1f}s",
     )
     return 0
 
@@ -202,33 +161,28 @@ def _serve(job: ImageJob, args: argparse.Namespace, config: EngineConfig, keys: 
 def run(args: argparse.Namespace) -> int:
     """Serve ``args.file``; the exit code says how it went."""
     try:
-        keys = _provider_keys(args)
-        config = _load_config(args.config)
+        keys = _provider_keys(args.nsec)
+        config = load_engine_part(args.config)
     except ConfigError as exc:
-        return _fail(str(exc), _FAILED)
+        return fail(_COMMAND, str(exc), EXIT_FAILED)
     try:
-        if args.file == "-":
-            data = _read_bounded(sys.stdin.buffer)
-        else:
-            with open(args.file, "rb") as stream:
-                data = _read_bounded(stream)
-        event: Event = parse_event(data)
+        event: Event = read_event(args.file)
     except OSError as exc:
-        return _fail(f"cannot read {args.file}: {exc.strerror or exc}")
+        return fail(_COMMAND, f"cannot read {args.file}: {exc.strerror or exc}")
     except EventError as exc:
-        return _fail(f"invalid event: {exc}")
+        return fail(_COMMAND, f"invalid event: {exc}")
     try:
         job = parse_image_job(event, provider=keys, accepted_kinds=(IMAGE_GENERATION_KIND,))
         return _serve(job, args, config, keys)
     except NotForThisProvider as exc:
-        return _fail(str(exc), _NOT_FOR_US)
+        return fail(_COMMAND, str(exc), EXIT_NOT_FOR_US)
     except JobRejected as exc:
         _print_event(build_feedback(event, JobStatus.ERROR, message=str(exc), keys=keys), keys)
-        return _fail(f"job rejected: {exc}")
+        return fail(_COMMAND, f"job rejected: {exc}")
     except (EngineError, ServiceError) as exc:
         _print_event(build_feedback(event, JobStatus.ERROR, message=str(exc), keys=keys), keys)
-        return _fail(f"job failed: {exc}", _FAILED)
+        return fail(_COMMAND, f"job failed: {exc}", EXIT_FAILED)
     except ConfigError as exc:  # the engine's device or upscaler cannot be set up
-        return _fail(str(exc), _FAILED)
+        return fail(_COMMAND, str(exc), EXIT_FAILED)
     except NostrImagegenError as exc:  # UnsupportedKind, EncryptionError...
-        return _fail(str(exc))
+        return fail(_COMMAND, str(exc))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nostr_imagegen.cli import main
-from nostr_imagegen.cli.parse import NSEC_ENV
+from nostr_imagegen.cli.common import NSEC_ENV
 from nostr_imagegen.nostr.encryption import EncryptionScheme, encrypt
 from nostr_imagegen.nostr.event import MAX_EVENT_JSON_BYTES, UnsignedEvent, sign_event
 from nostr_imagegen.nostr.keys import Keys

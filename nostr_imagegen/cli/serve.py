@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from nostr_imagegen.cli.common import EXIT_FAILED, fail
 from nostr_imagegen.errors import ConfigError, NostrImagegenError
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.service.config import ServiceConfig, load_keys, load_service_config
@@ -27,8 +28,7 @@ __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
 
-_INVALID = 2
-_FAILED = 1
+_COMMAND = "serve"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,16 +48,13 @@ def run(args: argparse.Namespace) -> int:
         config = load_service_config(args.config)
         keys = load_keys(config.identity)
     except ConfigError as exc:
-        sys.stderr.write(f"nostr-imagegen serve: {exc}\n")
-        return _INVALID
+        return fail(_COMMAND, str(exc))
     try:
         asyncio.run(_serve(config, keys))
     except ConfigError as exc:
-        sys.stderr.write(f"nostr-imagegen serve: {exc}\n")
-        return _INVALID
+        return fail(_COMMAND, str(exc))
     except NostrImagegenError as exc:
-        sys.stderr.write(f"nostr-imagegen serve: {exc}\n")
-        return _FAILED
+        return fail(_COMMAND, str(exc), EXIT_FAILED)
     return 0
 
 

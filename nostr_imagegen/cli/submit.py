@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any, TextIO
 
-from nostr_imagegen.errors import KeyFormatError, NostrImagegenError, RelayError
+from nostr_imagegen.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, fail, keys_from
+from nostr_imagegen.errors import NostrImagegenError, RelayError
 from nostr_imagegen.imagejob.results import ParsedFeedback
 from nostr_imagegen.nostr.encryption import EncryptionScheme
 from nostr_imagegen.nostr.event import Event
@@ -42,9 +42,7 @@ __all__ = ["CUSTOMER_NSEC_ENV", "register", "run"]
 #: Environment variable holding the customer's secret key (nsec or 64 hex).
 CUSTOMER_NSEC_ENV = "NOSTR_IMAGEGEN_CUSTOMER_NSEC"
 
-_FAILED = 1
-_INVALID = 2
-_TIMEOUT = 4
+_COMMAND = "submit"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,21 +95,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         keys, params, provider = _validate(args)
     except (ValueError, NostrImagegenError) as exc:
-        sys.stderr.write(f"nostr-imagegen submit: {exc}\n")
-        return _INVALID
+        return fail(_COMMAND, str(exc))
     try:
         return asyncio.run(_submit(args, keys, params, provider, sys.stdout, sys.stderr))
     except RelayError as exc:
-        sys.stderr.write(f"nostr-imagegen submit: {exc}\n")
-        return _FAILED
+        return fail(_COMMAND, str(exc), EXIT_FAILED)
 
 
 def _validate(args: argparse.Namespace) -> tuple[Keys, list[tuple[str, ...]], str | None]:
-    secret = args.nsec or os.environ.get(CUSTOMER_NSEC_ENV, "").strip() or None
-    try:
-        keys = Keys.parse(secret) if secret else Keys.generate()
-    except KeyFormatError as exc:
-        raise ValueError(f"invalid customer key: {exc}") from None
+    keys = keys_from(args.nsec, env=CUSTOMER_NSEC_ENV, role="customer") or Keys.generate()
     params: list[tuple[str, ...]] = []
     for param in args.param:
         if len(param) < 2:
@@ -196,7 +188,7 @@ async def _submit(
     reason = outcome.error or "no result"
     _line(out, {"type": "error", "reason": reason})
     err.write(f"nostr-imagegen submit: {reason}\n")
-    return _TIMEOUT if outcome.timed_out else _INVALID
+    return EXIT_TIMEOUT if outcome.timed_out else EXIT_INVALID
 
 
 def _line(out: TextIO, document: dict[str, Any]) -> None:

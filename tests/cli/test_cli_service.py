@@ -65,7 +65,7 @@ def test_serve_with_an_invalid_configuration_exits_2(
         (["--param", "ratio"], "--param needs a key and a value"),
         (["--provider", "npub1notakey"], "npub"),
         (["--timeout", "0"], "--timeout must be positive"),
-        (["--nsec", "nsec1bad"], "invalid customer key"),
+        (["--nsec", "nsec1bad"], "customer key (--nsec or NOSTR_IMAGEGEN_CUSTOMER_NSEC) is not"),
     ],
 )
 def test_submit_checks_its_arguments_before_connecting(

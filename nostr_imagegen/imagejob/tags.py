@@ -52,9 +52,8 @@ _INPUT_TYPES = ", ".join(t.value for t in InputType)
 # The usual URL: a scheme, a host of letters, digits, dots and hyphens, a port of up to four
 # digits, then any printable ASCII after a "/", "?" or "#". Every such URL passes each check
 # of validate_url, which therefore splits (slowly) only the URLs this does not match.
-_PLAIN_URL = re.compile(
-    r"([A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
-)
+_AFTER_SCHEME = r"://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
+_PLAIN_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)" + _AFTER_SCHEME)
 _STR_OR_NONE = (str, type(None))
 # A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
 _INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
@@ -258,6 +257,14 @@ class RelaysTag:
 
     NAME: ClassVar[str] = "relays"
     SCHEMES: ClassVar[tuple[str, ...]] = ("wss", "ws")
+    # Plain URLs (see _PLAIN_URL) with these schemes, separated by spaces (which no URL
+    # holds): a whole tag of them passes validate_url, checked in one match.
+    _PLAIN: ClassVar[re.Pattern[str]] = re.compile(
+        "(?:{0})(?: (?:{0}))*".format(
+            "(?i:" + "|".join(map(re.escape, SCHEMES)) + ")" + _AFTER_SCHEME
+        ),
+        re.ASCII,  # case-insensitive for ASCII letters only, as str.lower() on ASCII is
+    )
 
     urls: tuple[str, ...]
 
@@ -271,8 +278,13 @@ class RelaysTag:
         if len(tag) < 2 or tag[0] != cls.NAME:
             _check_shape(tag, cls.NAME, 2, None)  # raises, saying what is wrong
         urls = tuple(tag[1:])
-        for url in urls:
-            validate_url(url, cls.SCHEMES, "relay", tag)
+        try:
+            plain = cls._PLAIN.fullmatch(" ".join(urls)) is not None
+        except TypeError:  # not all strings: validate_url says what is wrong
+            plain = False
+        if not plain:
+            for url in urls:
+                validate_url(url, cls.SCHEMES, "relay", tag)
         return urls
 
     def to_tag(self) -> Tag:

@@ -31,12 +31,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from nostr_imagegen.errors import ConfigError, NostrImagegenError, RelayError
+from nostr_imagegen.cli.common import EXIT_INVALID, fail, quiet_libraries
+from nostr_imagegen.errors import NostrImagegenError, RelayError
 
 __all__ = ["DEMO_PARAMS", "DEMO_PROMPT", "register", "run"]
 
@@ -53,7 +54,10 @@ _TINY_LABEL = (
     "BUILT-IN TINY RANDOM-WEIGHT SMOKE MODEL - its images are noise, not pictures. "
     "It shows the DVM plumbing end to end; pass --config with a real model for real images."
 )
-_NO_RELAY = 2
+_COMMAND = "demo"
+_NO_RELAY = EXIT_INVALID
+#: How long to wait, after the result, for the `success` feedback sent just behind it.
+_SUCCESS_WAIT_S = 2.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,14 +110,13 @@ async def _demo(args: argparse.Namespace, workdir: Path, out: TextIO) -> int:
     try:
         relay = LocalRelay(workdir / "relay")
     except RelayError as exc:
-        sys.stderr.write(f"nostr-imagegen demo: {exc}\n")
-        return _NO_RELAY
+        return fail(_COMMAND, str(exc), _NO_RELAY)
     async with AsyncExitStack() as stack:
         await asyncio.to_thread(relay.start)
         stack.callback(relay.stop)
         say(f"  relay     {relay.url}  (nostr-relay, pid {relay.pid}, data in {relay.workdir})")
 
-        engine, model_label = await _engine(args.config, workdir, say)
+        engine, model_label = await _engine(args.config, workdir, say, bool(args.verbose))
         say(f"  model     {model_label}")
 
         from nostr_imagegen.service.ledger import Ledger
@@ -147,21 +150,27 @@ async def _demo(args: argparse.Namespace, workdir: Path, out: TextIO) -> int:
         await runner.start()
         stack.push_async_callback(runner.stop)
         customer_pool = await stack.enter_async_context(RelayPool([relay.url], keys=customer))
-        await dvm_pool.wait_connected(timeout_s=10)
-        await customer_pool.wait_connected(timeout_s=10)
-        return await _customer(args, customer_pool, customer, dvm_keys, images, say, began)
+        # A second connection for the `success` feedback, which comes just after the result,
+        # when the customer's job client has stopped listening.
+        watcher = await stack.enter_async_context(RelayPool([relay.url], keys=customer))
+        for pool in (dvm_pool, customer_pool, watcher):
+            await pool.wait_connected(timeout_s=10)
+        return await _customer(args, customer_pool, watcher, customer, dvm_keys, images, say, began)
     return 1  # pragma: no cover - the stack above always returns
 
 
-async def _engine(config_path: Path | None, workdir: Path, say: Callable[[str], None]) -> Any:
+async def _engine(
+    config_path: Path | None, workdir: Path, say: Callable[[str], None], verbose: bool
+) -> Any:
     """The configured engine, or the tiny smoke model (with the reason) when none loads."""
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.service.config import load_engine_part
 
-    _quiet_progress_bars()
+    quiet_libraries(verbose)
 
     if config_path is not None:
         try:
-            config = _load_engine_config(config_path)
+            config = load_engine_part(config_path)
             engine = Engine(config)
             await asyncio.to_thread(engine.warm)
             return engine, f"{config.default_model} (from {config_path})"
@@ -196,47 +205,31 @@ async def _engine(config_path: Path | None, workdir: Path, say: Callable[[str], 
     return engine, "tiny (BUILT-IN RANDOM-WEIGHT SMOKE MODEL)"
 
 
-def _quiet_progress_bars() -> None:
-    """diffusers and transformers draw loading bars on stderr; the demo has its own output."""
-    if logging.getLogger().getEffectiveLevel() < logging.WARNING:
-        return  # -v: leave everything visible
-    import importlib
-
-    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
-        importlib.import_module(module).disable_progress_bar()
-
-
-def _load_engine_config(path: Path) -> Any:
-    """An engine TOML, or a service TOML (its engine part)."""
-    from nostr_imagegen.engine.config import load_engine_config
-    from nostr_imagegen.service.config import load_service_config
-
-    try:
-        return load_engine_config(path)
-    except ConfigError as engine_error:
-        try:
-            return load_service_config(path).engine_config()
-        except ConfigError:
-            raise engine_error from None
-
-
 async def _customer(
     args: argparse.Namespace,
     pool: Any,
+    watcher: Any,
     customer: Any,
     dvm_keys: Any,
     images: Path,
     say: Callable[[str], None],
     began: float,
 ) -> int:
-    from nostr_imagegen.service.client import build_request, submit_job
+    from nostr_imagegen.imagejob.results import ParsedFeedback
+    from nostr_imagegen.nostr.event import Event
+    from nostr_imagegen.nostr.messages import Filter
+    from nostr_imagegen.service.client import FEEDBACK_KIND, build_request, submit_job
 
     request = build_request(customer, prompt=args.prompt, params=DEMO_PARAMS)
+    watcher.subscribe(
+        "demo-success",
+        [Filter(kinds=[FEEDBACK_KIND], authors=[dvm_keys.public_key], tags={"e": [request.id]})],
+    )
     say("\nrequest (kind 5100), published by the customer:")
     say(json.dumps(request.to_dict(), indent=2, ensure_ascii=False))
     say("")
 
-    def feedback(event: Any, parsed: Any) -> None:
+    def feedback(event: Event, parsed: ParsedFeedback) -> None:
         note = f" ({parsed.message})" if parsed.message else ""
         say(f"feedback  {parsed.raw_status}{note}")
 
@@ -251,6 +244,9 @@ async def _customer(
     if outcome.result is None:
         say(f"\nno result: {outcome.error}")
         return 1
+    success = await _success_feedback(watcher, customer)
+    if success is not None:
+        feedback(*success)
     say(f"\nresult (kind {outcome.result.kind}), published by the DVM:")
     say(json.dumps(outcome.result.to_dict(), indent=2, ensure_ascii=False))
     say("\nthe image:")
@@ -263,3 +259,22 @@ async def _customer(
         f"({time.monotonic() - began:.1f} s in all, start-up included)"
     )
     return 0
+
+
+async def _success_feedback(watcher: Any, customer: Any) -> tuple[Any, Any] | None:
+    """The DVM's `success` feedback from ``watcher`` (subscribed to the job's feedback), which
+    it sends just behind the result; None when it is not there within ``_SUCCESS_WAIT_S``."""
+    from nostr_imagegen.imagejob.results import JobStatus, parse_feedback
+
+    try:
+        async with asyncio.timeout(_SUCCESS_WAIT_S), aclosing(watcher.events()) as events:
+            async for _relay, event in events:
+                try:
+                    parsed = parse_feedback(event, keys=customer)
+                except NostrImagegenError:
+                    continue
+                if parsed.status is JobStatus.SUCCESS:
+                    return event, parsed
+    except TimeoutError:
+        logger.info("no success feedback within %.0f s of the result", _SUCCESS_WAIT_S)
+    return None

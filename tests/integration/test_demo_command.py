@@ -30,7 +30,12 @@ def test_demo_runs_the_round_trip_and_cleans_up(tmp_path: Path) -> None:
     assert "A purple ostrich watching the sunset" in out
     assert '"negative_prompt"' in out
     assert "feedback  processing" in out
+    # The DVM sends `success` just behind the result; the demo waits briefly for it.
+    assert "feedback  success" in out
     assert "result (kind 6100)" in out
+    # Library chatter (transformers' "requires torchvision ... falling back") stays quiet.
+    assert "[transformers]" not in process.stderr
+    assert "[diffusers]" not in process.stderr
     url = re.search(r"^  url   (http://127\.0\.0\.1:\d+/[0-9a-f]{64}\.png)$", out, re.MULTILINE)
     file = re.search(r"^  file  (\S+\.png)", out, re.MULTILINE)
     assert url is not None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli_support import DVM_TOML, ENGINE_TOML
 
 from nostr_imagegen.cli import main
 from nostr_imagegen.cli.common import NSEC_ENV, keys_from, read_event
@@ -15,27 +16,6 @@ from nostr_imagegen.errors import ConfigError, EventError
 from nostr_imagegen.nostr.event import MAX_EVENT_JSON_BYTES, UnsignedEvent, sign_event
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.service.config import load_engine_part
-
-ENGINE = """
-device = "cpu"
-
-[models.tiny]
-source = "./models/tiny"
-family = "sd15"
-"""
-
-DVM = (
-    ENGINE
-    + """
-[service]
-relays = ["ws://127.0.0.1:9"]
-
-[[storage]]
-type = "local"
-folder = "images"
-base_url = "http://127.0.0.1:9"
-"""
-)
 
 
 def test_keys_from_prefers_the_option_then_the_environment(
@@ -101,18 +81,18 @@ def test_read_event_refuses_what_is_too_large_or_missing(tmp_path: Path) -> None
 
 def test_engine_part_of_an_engine_file_and_of_a_dvm_file(tmp_path: Path) -> None:
     engine, dvm = tmp_path / "engine.toml", tmp_path / "dvm.toml"
-    engine.write_text(ENGINE)
-    dvm.write_text(DVM)
+    engine.write_text(ENGINE_TOML)
+    dvm.write_text(DVM_TOML)
     from_engine, from_dvm = load_engine_part(engine), load_engine_part(dvm)
     assert type(from_engine) is type(from_dvm)
     assert from_engine == from_dvm
-    assert from_dvm.models["tiny"].source == str(tmp_path / "models" / "tiny")
+    assert from_dvm.models["tiny"].source == str(tmp_path / "tiny")
 
 
 def test_engine_part_names_the_mistake_in_the_file_it_was_meant_as(tmp_path: Path) -> None:
     engine, dvm = tmp_path / "engine.toml", tmp_path / "dvm.toml"
-    engine.write_text(ENGINE + "\n[modles.x]\nsource = 'y'\n")
-    dvm.write_text(DVM.replace("[service]", "[service]\nqueue = 3"))
+    engine.write_text(ENGINE_TOML + "\n[modles.x]\nsource = 'y'\n")
+    dvm.write_text(DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
     with pytest.raises(ConfigError, match=r"modles: unknown key") as caught:
         load_engine_part(engine)
     assert "service" not in str(caught.value)
@@ -123,7 +103,7 @@ def test_engine_part_names_the_mistake_in_the_file_it_was_meant_as(tmp_path: Pat
 def test_engine_part_refuses_a_secret_key_in_a_dvm_file(tmp_path: Path) -> None:
     keys = Keys.generate()
     dvm = tmp_path / "dvm.toml"
-    dvm.write_text(DVM + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
+    dvm.write_text(DVM_TOML + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
     with pytest.raises(ConfigError, match="never write the secret key") as caught:
         load_engine_part(dvm)
     assert keys.nsec() not in str(caught.value)
@@ -134,7 +114,7 @@ def test_run_reports_a_bad_configuration_with_exit_1(
 ) -> None:
     monkeypatch.setenv(NSEC_ENV, Keys.generate().nsec())
     dvm = tmp_path / "dvm.toml"
-    dvm.write_text(DVM.replace("[service]", "[service]\nqueue = 3"))
+    dvm.write_text(DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
     code = main(["run", "--config", str(dvm), "--out", str(tmp_path / "out"), "-"])
     assert code == 1
     captured = capsys.readouterr()

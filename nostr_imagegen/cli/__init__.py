@@ -1,10 +1,13 @@
 """The ``nostr-imagegen`` command line: one console script, one module per subcommand.
 
 Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 unexpected failure,
-2 invalid input or rejected job, 3 job addressed to another provider (``parse``).
+2 invalid input or rejected job, 3 job addressed to another provider (``parse``, ``run``),
+4 no result before the timeout (``submit``).
 
 Each subcommand module defines ``register(subparsers)`` which adds its parser and sets
-``func`` to a callable ``(argparse.Namespace) -> int``.
+``func`` to a callable ``(argparse.Namespace) -> int``. What they share (the exit codes,
+diagnostics, keys from ``--nsec`` or the environment, reading an event file, quieting the
+model libraries) is in ``nostr_imagegen.cli.common``.
 """
 
 from __future__ import annotations

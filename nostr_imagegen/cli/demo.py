@@ -31,13 +31,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from nostr_imagegen.cli.common import EXIT_INVALID, fail, quiet_libraries
 from nostr_imagegen.errors import NostrImagegenError, RelayError
+from nostr_imagegen.imagejob.results import JobStatus, ParsedFeedback, parse_feedback
+from nostr_imagegen.nostr.event import Event
+from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.messages import Filter
+
+if TYPE_CHECKING:
+    from nostr_imagegen.service.relay import RelayPool
 
 __all__ = ["DEMO_PARAMS", "DEMO_PROMPT", "register", "run"]
 
@@ -101,7 +108,6 @@ def _say(out: TextIO) -> Callable[[str], None]:
 
 
 async def _demo(args: argparse.Namespace, workdir: Path, out: TextIO) -> int:
-    from nostr_imagegen.nostr.keys import Keys
     from nostr_imagegen.service.localrelay import LocalRelay
 
     say = _say(out)
@@ -207,17 +213,14 @@ async def _engine(
 
 async def _customer(
     args: argparse.Namespace,
-    pool: Any,
-    watcher: Any,
-    customer: Any,
-    dvm_keys: Any,
+    pool: RelayPool,
+    watcher: RelayPool,
+    customer: Keys,
+    dvm_keys: Keys,
     images: Path,
     say: Callable[[str], None],
     began: float,
 ) -> int:
-    from nostr_imagegen.imagejob.results import ParsedFeedback
-    from nostr_imagegen.nostr.event import Event
-    from nostr_imagegen.nostr.messages import Filter
     from nostr_imagegen.service.client import FEEDBACK_KIND, build_request, submit_job
 
     request = build_request(customer, prompt=args.prompt, params=DEMO_PARAMS)
@@ -261,14 +264,14 @@ async def _customer(
     return 0
 
 
-async def _success_feedback(watcher: Any, customer: Any) -> tuple[Any, Any] | None:
+async def _success_feedback(
+    watcher: RelayPool, customer: Keys
+) -> tuple[Event, ParsedFeedback] | None:
     """The DVM's `success` feedback from ``watcher`` (subscribed to the job's feedback), which
     it sends just behind the result; None when it is not there within ``_SUCCESS_WAIT_S``."""
-    from nostr_imagegen.imagejob.results import JobStatus, parse_feedback
-
     try:
-        async with asyncio.timeout(_SUCCESS_WAIT_S), aclosing(watcher.events()) as events:
-            async for _relay, event in events:
+        async with asyncio.timeout(_SUCCESS_WAIT_S):
+            async for _relay, event in watcher.events():
                 try:
                     parsed = parse_feedback(event, keys=customer)
                 except NostrImagegenError:

@@ -19,6 +19,7 @@ Every model here is frozen; nothing in them refers to a file path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -166,10 +167,10 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
     if _CONSTRUCT_WORKS and values.keys() == names:
         instance = _new(model)
         # The four instance slots that pydantic's own model_construct and __copy__ fill.
-        _set(instance, "__dict__", values)
-        _set(instance, "__pydantic_fields_set__", names.copy())  # every field counts as set
-        _set(instance, "__pydantic_extra__", None)
-        _set(instance, "__pydantic_private__", None)
+        _set_dict(instance, values)
+        _set_fields_set(instance, names.copy())  # every field counts as set
+        _set_extra(instance, None)
+        _set_private(instance, None)
         return instance
     return model(**values)
 
@@ -178,8 +179,22 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
 _FIELD_NAMES: dict[type[BaseModel], set[str]] = {}
 
 
+def _slot_setter(name: str) -> Callable[[BaseModel, Any], None]:
+    """The setter of BaseModel's instance slot ``name``: past the frozen models' own
+    __setattr__, and cheaper than ``object.__setattr__`` (no lookup of the name)."""
+    setter: Callable[[BaseModel, Any], None] | None = getattr(
+        vars(BaseModel).get(name), "__set__", None
+    )
+    if setter is None:  # another pydantic's layout: _construct_works() will say no
+        return lambda instance, value: object.__setattr__(instance, name, value)
+    return setter
+
+
 _new = object.__new__  # what BaseModel.__new__ is
-_set = object.__setattr__  # past the frozen models' own __setattr__
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
 
 
 def _construct_works() -> bool:

@@ -54,6 +54,8 @@ from nostr_imagegen.imagejob.model import (
     LoraRequest,
     Ratio,
     construct_checked,
+    construct_filled,
+    field_template,
 )
 from nostr_imagegen.imagejob.tags import (
     BidTag,
@@ -109,6 +111,27 @@ _IMAGE_URL_SCHEMES = ("https", "http")
 # Enum members read once: reading them from the class costs several dict lookups each time.
 _TEXT, _URL = InputType.TEXT, InputType.URL
 _TEXT_OR_URL = (_TEXT, _URL)
+# The fields parse_image_job fills in on every job; the params take their default otherwise.
+_JOB_TEMPLATE = field_template(
+    ImageJob,
+    filled=(
+        "id",
+        "customer",
+        "kind",
+        "created_at",
+        "prompt",
+        "image_url",
+        "loras",
+        "output",
+        "bid",
+        "relays",
+        "providers",
+        "encryption",
+        "inputs",
+        "extra_params",
+        "request",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,36 +645,26 @@ def parse_image_job(
     relay_tags = groups.get(RelaysTag.NAME)
     relays = _relays(relay_tags, limits) if relay_tags else ()
 
-    # Every value was checked above, so no second validation; the keys in field order.
-    values = {
-        "id": event.id,
-        "customer": event.pubkey,
-        "kind": event.kind,
-        "created_at": event.created_at,
-        "prompt": prompt,
-        "image_url": image_url,
-        "model": None,
-        "loras": loras,
-        "ratio": None,
-        "size": None,
-        "negative_prompt": None,
-        "upscale": None,
-        "seed": None,
-        "steps": None,
-        "guidance_scale": None,
-        "strength": None,
-        "output": output,
-        "bid": bid,
-        "relays": relays,
-        "providers": providers,
-        "encryption": encryption,
-        "inputs": inputs,
-        "extra_params": extra,
-        "request": event,
-    }
-    values.update(single)  # the params read, by field name, where they are in `values`
+    # Every value was checked above, so no second validation.
+    values = _JOB_TEMPLATE.copy()  # every field, in order; the params at their default
+    values.update(single)  # the params read, by field name
+    values["id"] = event.id
+    values["customer"] = event.pubkey
+    values["kind"] = event.kind
+    values["created_at"] = event.created_at
+    values["prompt"] = prompt
+    values["image_url"] = image_url
+    values["loras"] = loras
+    values["output"] = output
+    values["bid"] = bid
+    values["relays"] = relays
+    values["providers"] = providers
+    values["encryption"] = encryption
+    values["inputs"] = inputs
+    values["extra_params"] = extra
+    values["request"] = event
     try:
-        job = construct_checked(ImageJob, values)
+        job = construct_filled(ImageJob, values)
     except ValidationError as exc:  # only when construct_checked validates; a bug guard
         logger.exception("ImageJob rejected values the request parser accepted")
         raise JobRejected("the request could not be read") from exc

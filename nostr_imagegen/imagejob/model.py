@@ -161,22 +161,10 @@ def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
     fields, or a pydantic this was not checked against (``_construct_works``), are validated
     instead.
     """
-    names = _FIELD_NAMES.get(model)
-    if names is None:
-        names = _FIELD_NAMES[model] = set(model.__pydantic_fields__)
+    names = _FIELD_NAMES[model]
     if _CONSTRUCT_WORKS and values.keys() == names:
-        instance = _new(model)
-        # The four instance slots that pydantic's own model_construct and __copy__ fill.
-        _set_dict(instance, values)
-        _set_fields_set(instance, names.copy())  # every field counts as set
-        _set_extra(instance, None)
-        _set_private(instance, None)
-        return instance
+        return _instance(model, values, names)
     return model(**values)
-
-
-# Each model's field names, as a set (the class attribute goes through pydantic's metaclass).
-_FIELD_NAMES: dict[type[BaseModel], set[str]] = {}
 
 
 def field_template(model: type[BaseModel], filled: Collection[str]) -> dict[str, Any]:
@@ -211,17 +199,32 @@ def construct_filled(model: type[_Model], values: dict[str, Any]) -> _Model:
     filled-in copy can only gain names (a misspelt one), which makes it longer than the
     model's fields and sends it to validation.
     """
-    names = _FIELD_NAMES.get(model)
-    if names is None:
-        names = _FIELD_NAMES[model] = set(model.__pydantic_fields__)
+    names = _FIELD_NAMES[model]
     if _CONSTRUCT_WORKS and len(values) == len(names):
-        instance = _new(model)
-        _set_dict(instance, values)
-        _set_fields_set(instance, names.copy())
-        _set_extra(instance, None)
-        _set_private(instance, None)
-        return instance
+        return _instance(model, values, names)
     return model(**values)
+
+
+class _FieldNames(dict[type[BaseModel], set[str]]):
+    """Each model's field names, as a set, looked up once (through pydantic's metaclass)."""
+
+    def __missing__(self, model: type[BaseModel]) -> set[str]:
+        names = self[model] = set(model.__pydantic_fields__)
+        return names
+
+
+_FIELD_NAMES = _FieldNames()
+
+
+def _instance(model: type[_Model], values: dict[str, Any], names: set[str]) -> _Model:
+    """What pydantic's model_construct builds from ``values``, holding every field in order."""
+    instance = _new(model)
+    # The four instance slots that pydantic's own model_construct and __copy__ fill.
+    _set_dict(instance, values)
+    _set_fields_set(instance, names.copy())  # every field counts as set
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance
 
 
 def _slot_setter(name: str) -> Callable[[BaseModel, Any], None]:
@@ -243,7 +246,7 @@ _set_private = _slot_setter("__pydantic_private__")
 
 
 def _construct_works() -> bool:
-    """Whether ``construct_checked`` builds exactly what validation builds, with this pydantic."""
+    """Whether ``_instance`` builds exactly what validation builds, with this pydantic."""
     values: dict[str, Any] = {"data": "x", "type": InputType.URL, "relay": "r", "marker": None}
     try:
         built, validated = construct_checked(JobInput, dict(values)), JobInput(**values)

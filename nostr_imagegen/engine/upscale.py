@@ -9,11 +9,10 @@ ask for a ``size`` instead)::
 The factor is bounded (``MAX_UPSCALE_FACTOR``, ``MAX_UPSCALED_PIXELS``); a factor the engine
 will not produce raises ``JobRejected`` with a reason for the customer.
 
-Learned upscalers are loaded through spandrel, an optional dependency. ``import spandrel``
-imports every architecture it knows, and two of them (LaMa, RestoreFormer) import torchvision
-at module level, so spandrel cannot be imported at all without torchvision. On CPU machines
-install the CPU build of torchvision that matches torch first (see
-docs/upscaling-and-output.md), then ``pip install --no-deps spandrel einops``.
+Learned upscalers are loaded through spandrel, an optional dependency installed with
+``pip install --no-deps spandrel einops`` (its declared torchvision requirement would pull a
+CUDA torch onto CPU machines). spandrel is imported without torchvision by
+``spandrel_import.import_spandrel``: the Real-ESRGAN family never uses it.
 
 Big images are upscaled tile by tile so memory stays bounded: the input is cut into tiles of
 ``tile_size`` pixels, each read with ``tile_overlap`` extra pixels of context on every side,
@@ -235,13 +234,14 @@ def _to_uint8(chw: torch.Tensor) -> npt.NDArray[np.uint8]:
 
 def _load_spandrel_model(weights: Path, *, device: str, dtype: torch.dtype | None) -> Any:
     """Load ``weights`` with spandrel as a super-resolution model, or raise ``ConfigError``."""
+    from nostr_imagegen.engine.spandrel_import import import_spandrel
+
     try:
-        import spandrel
+        spandrel = import_spandrel()
     except ImportError as exc:
         raise ConfigError(
-            "the learned upscaler needs spandrel, which needs torchvision: install the "
-            "torchvision build that matches your torch, then `pip install --no-deps spandrel "
-            f"einops` (see docs/upscaling-and-output.md); import failed: {exc}"
+            "the learned upscaler needs spandrel: `pip install --no-deps spandrel einops` "
+            f"(see docs/upscaling-and-output.md); import failed: {exc}"
         ) from exc
     if not weights.is_file():
         raise ConfigError(f"upscaler weights {weights.name!r} do not exist or are not a file")

@@ -1,16 +1,15 @@
 """upscale_image: Lanczos by default, learned Real-ESRGAN-family models through spandrel.
 
 spandrel imports torchvision at import time (for two architectures we never use), and
-torchvision cannot be installed here without dragging in a CUDA torch. When torchvision is
-missing, the spandrel tests import spandrel behind a stub of the two torchvision names it
-touches at import; the architectures under test (RRDBNet, SRVGGNetCompact) never call them.
+torchvision cannot be installed here without dragging in a CUDA torch. The library's
+``import_spandrel`` imports it anyway, as an operator's machine would; the architectures under
+test (RRDBNet, SRVGGNetCompact) never touch torchvision.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nostr_imagegen.engine.spandrel_import import import_spandrel
 from nostr_imagegen.engine.upscale import (
     MAX_UPSCALE_FACTOR,
     LanczosUpscaler,
@@ -130,7 +130,7 @@ def test_missing_spandrel_is_a_config_error_that_explains(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "spandrel", None)  # makes `import spandrel` fail
-    with pytest.raises(ConfigError, match="torchvision") as caught:
+    with pytest.raises(ConfigError, match="needs spandrel") as caught:
         SpandrelUpscaler(tmp_path / "x.safetensors")
     assert "pip install --no-deps spandrel" in str(caught.value)
 
@@ -141,44 +141,14 @@ def test_bad_tiling_is_a_config_error(tile_size: int, overlap: int, tmp_path: Pa
         SpandrelUpscaler(tmp_path / "x.safetensors", tile_size=tile_size, tile_overlap=overlap)
 
 
-def _torchvision_stub() -> dict[str, types.ModuleType]:
-    def unavailable(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("torchvision is not installed (test stub)")
-
-    root = types.ModuleType("torchvision")
-    transforms = types.ModuleType("torchvision.transforms")
-    functional = types.ModuleType("torchvision.transforms.functional")
-    functional.InterpolationMode = types.SimpleNamespace(BILINEAR="bilinear")  # type: ignore[attr-defined]
-    functional.rotate = unavailable  # type: ignore[attr-defined]
-    functional.normalize = unavailable  # type: ignore[attr-defined]
-    root.transforms = transforms  # type: ignore[attr-defined]
-    transforms.functional = functional  # type: ignore[attr-defined]
-    return {m.__name__: m for m in (root, transforms, functional)}
-
-
 @pytest.fixture(scope="module")
 def spandrel() -> Any:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     try:
-        import spandrel as module
-    except ModuleNotFoundError as exc:
-        if exc.name != "torchvision":
-            pytest.skip(f"spandrel is not installed: {exc}")
-        saved = {name: sys.modules.get(name) for name in _torchvision_stub()}
-        sys.modules.update(_torchvision_stub())
-        try:
-            for name in [n for n in sys.modules if n.startswith("spandrel")]:
-                del sys.modules[name]  # drop the half-imported package
-            import spandrel as module
-        finally:
-            # Only spandrel's two unused architectures keep a reference to the stub.
-            for name, previous in saved.items():
-                if previous is None:
-                    sys.modules.pop(name, None)
-                else:
-                    sys.modules[name] = previous
-    return module
+        return import_spandrel()
+    except ImportError as exc:
+        pytest.skip(f"spandrel is not installed: {exc}")
 
 
 def _compact_state_dict(
@@ -342,3 +312,13 @@ def test_unknown_or_missing_weights_are_config_errors(spandrel: Any, tmp_path: P
     text.write_text("hello")
     with pytest.raises(ConfigError, match="cannot load"):
         SpandrelUpscaler(text)
+
+
+def test_spandrel_import_leaves_no_fake_torchvision_behind(spandrel: Any) -> None:
+    """Other libraries (transformers, diffusers) must not see a torchvision that is not there."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        assert "torchvision" not in sys.modules
+        assert "torchvision.transforms.functional" not in sys.modules
+    assert hasattr(spandrel, "ModelLoader")

@@ -81,6 +81,30 @@ def request_json(
     return sign_event(UnsignedEvent(kind=5100, tags=tuple(tags)), customer).to_json()
 
 
+def library_job(engine: Any, provider: Keys, request_text: str) -> tuple[Any, Any, Any]:
+    """One warm job through the library, as a DVM runs it: parse and verify the request,
+    generate, encode, and build and sign the result. Returns ``(result event, generation,
+    encoded image)``."""
+    from nostr_imagegen.engine.encode import encode_image
+    from nostr_imagegen.imagejob.imeta import ImageLink
+    from nostr_imagegen.imagejob.request import parse_image_job
+    from nostr_imagegen.imagejob.results import build_result
+    from nostr_imagegen.nostr.event import parse_event
+
+    job = parse_image_job(parse_event(request_text), provider=provider)
+    generation = engine.generate(job)
+    encoded = encode_image(generation.images[0], job.output)
+    link = ImageLink(
+        url=f"https://blossom.example/{encoded.filename}",
+        mime=encoded.mime,
+        sha256=encoded.sha256,
+        width=encoded.width,
+        height=encoded.height,
+        size_bytes=len(encoded.data),
+    )
+    return sign_event(build_result(job, [link], keys=provider), provider), generation, encoded
+
+
 def bare_png(image: Image.Image) -> bytes:
     """What a bare script does to publish an image: Pillow's PNG encoder, defaults."""
     buffer = io.BytesIO()

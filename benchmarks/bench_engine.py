@@ -61,6 +61,7 @@ from _common import (
     spread,
     timed,
 )
+from _common import library_job as serve_library_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as transformers_logging
 
     from nostr_imagegen.engine.config import EngineConfig
-    from nostr_imagegen.engine.encode import encode_image
     from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.imagejob.imeta import ImageLink
-    from nostr_imagegen.imagejob.request import parse_image_job
-    from nostr_imagegen.imagejob.results import build_result
-    from nostr_imagegen.nostr.event import parse_event, sign_event
     from nostr_imagegen.nostr.keys import Keys
 
     for library_logging in (diffusers_logging, transformers_logging):
@@ -106,18 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = 1234
 
         def library_job(text: str) -> Any:
-            job = parse_image_job(parse_event(text), provider=provider)
-            result = engine.generate(job)
-            encoded = encode_image(result.images[0], job.output)
-            link = ImageLink(
-                url=f"https://blossom.example/{encoded.filename}",
-                mime=encoded.mime,
-                sha256=encoded.sha256,
-                width=encoded.width,
-                height=encoded.height,
-                size_bytes=len(encoded.data),
-            )
-            return sign_event(build_result(job, [link], keys=provider), provider), result
+            event, generation, _ = serve_library_job(engine, provider, text)
+            return event, generation
 
         def bare_call(pipe: Any, size: int) -> Any:
             image = pipe(

@@ -37,6 +37,7 @@ from _common import (
     bare_png,
     build_model,
     engine_config_data,
+    library_job,
     parse_widths,
     request_json,
     set_threads,
@@ -67,12 +68,7 @@ def child_library(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401  (imported first in both children, like any engine)
 
     from nostr_imagegen.engine.config import EngineConfig
-    from nostr_imagegen.engine.encode import encode_image
     from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.imagejob.imeta import ImageLink
-    from nostr_imagegen.imagejob.request import parse_image_job
-    from nostr_imagegen.imagejob.results import build_result
-    from nostr_imagegen.nostr.event import parse_event, sign_event
     from nostr_imagegen.nostr.keys import Keys
 
     _quiet_libraries()
@@ -86,17 +82,7 @@ def child_library(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     sizes = []
     for seed in range(args.jobs):
         text = request_json(customer, size=args.size, steps=args.steps, seed=seed)
-        job = parse_image_job(parse_event(text), provider=provider)
-        result = engine.generate(job)
-        encoded = encode_image(result.images[0], job.output)
-        link = ImageLink(
-            url=f"https://blossom.example/{encoded.filename}",
-            mime=encoded.mime,
-            sha256=encoded.sha256,
-            width=encoded.width,
-            height=encoded.height,
-        )
-        sign_event(build_result(job, [link], keys=provider), provider)
+        _, _, encoded = library_job(engine, provider, text)
         sizes.append(len(encoded.data))
     return {"after_import": after_import, "after_load": after_load, "bytes": sizes}
 

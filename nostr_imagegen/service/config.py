@@ -64,7 +64,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from nostr_imagegen.engine.config import EngineConfig, read_config_file
 from nostr_imagegen.errors import ConfigError, KeyFormatError
@@ -106,6 +113,16 @@ _ALLOWED_IDENTITY_KEYS = frozenset({"secret_key_file", "secret_key_env"})
 
 RelayUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_URL.match(value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+#: An http(s) URL of an image host.
+HttpUrlText = Annotated[Text, AfterValidator(_http_url)]
 
 
 class _Section(BaseModel):
@@ -170,32 +187,17 @@ class BlossomStorage(_Section):
     """Blossom servers (BUD-02), tried in order; the rest get a copy when ``mirror``."""
 
     type: Literal["blossom"]
-    servers: tuple[Text, ...] = Field(min_length=1, max_length=16)
+    servers: tuple[HttpUrlText, ...] = Field(min_length=1, max_length=16)
     mirror: bool = True
     timeout_s: float = Field(default=60.0, gt=0.0, le=600.0)
-
-    @field_validator("servers")
-    @classmethod
-    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for url in value:
-            if not _HTTP_URL.match(url):
-                raise ValueError(f"{url!r} is not an http(s) URL")
-        return value
 
 
 class Nip96Storage(_Section):
     """A NIP-96 server (its root, e.g. ``https://nostr.build``, or its upload API URL)."""
 
     type: Literal["nip96"]
-    url: Text
+    url: HttpUrlText
     timeout_s: float = Field(default=60.0, gt=0.0, le=600.0)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not _HTTP_URL.match(value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
 
 
 class LocalStorage(_Section):
@@ -203,16 +205,9 @@ class LocalStorage(_Section):
 
     type: Literal["local"]
     folder: Path
-    base_url: Text | None = None
+    base_url: HttpUrlText | None = None
     #: ``host:port`` for the built-in GET/HEAD-only file server (demos, small setups).
     listen: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not _HTTP_URL.match(value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
 
     @field_validator("listen")
     @classmethod

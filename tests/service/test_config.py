@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,20 @@ def test_local_storage_needs_base_url_or_listen(tmp_path: Path) -> None:
         build_hosts(config.storage, Keys.generate()),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    ("section", "fields"),
+    [
+        ("BlossomStorage", {"type": "blossom", "servers": ("ftp://blossom.example",)}),
+        ("Nip96Storage", {"type": "nip96", "url": "file:///etc/passwd"}),
+        ("LocalStorage", {"type": "local", "folder": "/srv/images", "base_url": "javascript:x"}),
+    ],
+)
+def test_image_host_urls_must_be_http(section: str, fields: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from nostr_imagegen.service import config as service_config
+
+    with pytest.raises(ValidationError, match=r"is not an http\(s\) URL"):
+        getattr(service_config, section)(**fields)

@@ -3,7 +3,7 @@
 A thin asyncio adapter around the sans-I/O ``RelaySession`` (nostr_imagegen.nostr.session)::
 
     async with RelayPool(["wss://relay.damus.io", "wss://nos.lol"], keys=keys) as pool:
-        pool.subscribe("jobs", [Filter(kinds=[5100])], lookback_s=600)
+        await pool.subscribe("jobs", [Filter(kinds=[5100])], lookback_s=600)
         async for relay_url, event in pool.events():          # each event id once
             result = await pool.publish(answer, relays=job.relays, timeout_s=10)
             result.accepted_by                                # ("wss://nos.lol", ...)

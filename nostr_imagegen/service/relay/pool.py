@@ -1,7 +1,7 @@
 """The relay pool: connections to a set of relays, kept up, subscribed, publishing.
 
     async with RelayPool(["wss://relay.damus.io", "wss://nos.lol"], keys=keys) as pool:
-        pool.subscribe("jobs", [Filter(kinds=[5100])], lookback_s=600)
+        await pool.subscribe("jobs", [Filter(kinds=[5100])], lookback_s=600)
         async for relay_url, event in pool.events():          # each event id once
             result = await pool.publish(answer, relays=job.relays, timeout_s=10)
 
@@ -163,7 +163,7 @@ class RelayPool:
                     self._queue.get_nowait()
         logger.info("relay pool closed")
 
-    def subscribe(
+    async def subscribe(
         self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = None
     ) -> None:
         """Subscribe on every pool relay, now and after every reconnect.
@@ -183,7 +183,7 @@ class RelayPool:
         for link in self._links.values():
             link.subscribe(subscription_id, as_tuple)
 
-    def unsubscribe(self, subscription_id: str) -> None:
+    async def unsubscribe(self, subscription_id: str) -> None:
         """End a subscription on every relay."""
         self._subscriptions.pop(subscription_id, None)
         for link in self._links.values():

@@ -46,7 +46,7 @@ class MemoryPool:
         self.incoming: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
         self.outgoing: asyncio.Queue[Event] = asyncio.Queue()
 
-    def subscribe(
+    async def subscribe(
         self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = None
     ) -> None:
         print(f"[pool] subscribe {subscription_id}: {[f.to_dict() for f in filters]}")

@@ -73,16 +73,16 @@ _LAZY: dict[str, str] = {
     "load_engine_config": "nostr_imagegen.engine.config",
     "encode_image": "nostr_imagegen.engine.encode",
     # Service (websockets, httpx)
-    "RelayPool": "nostr_imagegen.service.relay",
+    "RelayPool": "nostr_imagegen.service.relay.pool",
     "JobRunner": "nostr_imagegen.service.runner",
     "Ledger": "nostr_imagegen.service.ledger",
     "ServiceConfig": "nostr_imagegen.service.config",
     "load_service_config": "nostr_imagegen.service.config",
     "fetch_image": "nostr_imagegen.service.fetch",
     "FetchPolicy": "nostr_imagegen.service.fetch",
-    "BlossomHost": "nostr_imagegen.service.upload",
-    "Nip96Host": "nostr_imagegen.service.upload",
-    "LocalFolderHost": "nostr_imagegen.service.upload",
+    "BlossomHost": "nostr_imagegen.service.upload.blossom",
+    "Nip96Host": "nostr_imagegen.service.upload.nip96",
+    "LocalFolderHost": "nostr_imagegen.service.upload.localfolder",
     # Further building blocks for embedding programs
     "DEFAULT_JOB_LIMITS": "nostr_imagegen.imagejob.request",
     "InputResolver": "nostr_imagegen.imagejob.request",
@@ -102,14 +102,14 @@ _LAZY: dict[str, str] = {
     "Announcement": "nostr_imagegen.service.options",
     "PricingPolicy": "nostr_imagegen.service.seams",
     "PaymentCheck": "nostr_imagegen.service.seams",
-    "PublishResult": "nostr_imagegen.service.relay",
+    "PublishResult": "nostr_imagegen.service.relay.publish",
     "JobClient": "nostr_imagegen.service.client",
     "JobOutcome": "nostr_imagegen.service.client",
     "build_request": "nostr_imagegen.service.client",
     "submit_job": "nostr_imagegen.service.client",
-    "ImageHost": "nostr_imagegen.service.upload",
-    "UploadedImage": "nostr_imagegen.service.upload",
-    "upload_with_fallback": "nostr_imagegen.service.upload",
+    "ImageHost": "nostr_imagegen.service.upload.host",
+    "UploadedImage": "nostr_imagegen.service.upload.host",
+    "upload_with_fallback": "nostr_imagegen.service.upload.host",
     "serve_folder": "nostr_imagegen.service.upload",
     "LocalRelay": "nostr_imagegen.service.localrelay",
     "load_keys": "nostr_imagegen.service.config",
@@ -260,18 +260,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from nostr_imagegen.service.ledger import Ledger
     from nostr_imagegen.service.localrelay import LocalRelay
     from nostr_imagegen.service.options import Announcement, RunnerOptions
-    from nostr_imagegen.service.relay import PublishResult, RelayPool
+    from nostr_imagegen.service.relay.pool import RelayPool
+    from nostr_imagegen.service.relay.publish import PublishResult
     from nostr_imagegen.service.runner import JobRunner
     from nostr_imagegen.service.seams import PaymentCheck, PricingPolicy
-    from nostr_imagegen.service.upload import (
-        BlossomHost,
-        ImageHost,
-        LocalFolderHost,
-        Nip96Host,
-        UploadedImage,
-        serve_folder,
-        upload_with_fallback,
-    )
+    from nostr_imagegen.service.upload import serve_folder
+    from nostr_imagegen.service.upload.blossom import BlossomHost
+    from nostr_imagegen.service.upload.host import ImageHost, UploadedImage, upload_with_fallback
+    from nostr_imagegen.service.upload.localfolder import LocalFolderHost
+    from nostr_imagegen.service.upload.nip96 import Nip96Host
 
 
 def __getattr__(name: str) -> Any:

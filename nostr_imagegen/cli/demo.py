@@ -224,7 +224,7 @@ async def _customer(
     from nostr_imagegen.service.client import FEEDBACK_KIND, build_request, submit_job
 
     request = build_request(customer, prompt=args.prompt, params=DEMO_PARAMS)
-    watcher.subscribe(
+    await watcher.subscribe(
         "demo-success",
         [Filter(kinds=[FEEDBACK_KIND], authors=[dvm_keys.public_key], tags={"e": [request.id]})],
     )

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from enum import Enum
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nostr_imagegen.errors import NostrImagegenError
@@ -23,6 +22,7 @@ from nostr_imagegen.imagejob.results import build_handler_info
 from nostr_imagegen.nostr.event import UnsignedEvent
 from nostr_imagegen.service.options import Announcement
 from nostr_imagegen.service.outbox import Outbox
+from nostr_imagegen.service.seams import OfferLike
 
 __all__ = ["announce_forever", "handler_info_template"]
 
@@ -33,12 +33,12 @@ _MIN_REFRESH_S = 60.0
 
 
 def handler_info_template(
-    announcement: Announcement, offered: Any, kinds: Sequence[int]
+    announcement: Announcement, offered: OfferLike, kinds: Sequence[int]
 ) -> UnsignedEvent:
     """The kind 31990 template for ``announcement`` and what the engine ``offered``."""
-    models = _names(offered, "models")
-    loras = _names(offered, "loras")
-    ratios = _names(offered, "ratios")
+    models = [model.name for model in offered.models]
+    loras = [lora.name for lora in offered.loras]
+    ratios = [ratio.value for ratio in offered.ratios]
     kwargs: dict[str, Any] = {}
     if ratios:
         kwargs["ratios"] = ratios
@@ -67,16 +67,3 @@ async def announce_forever(
         except NostrImagegenError as exc:
             logger.warning("cannot announce the DVM: %s", exc)
         await asyncio.sleep(max(_MIN_REFRESH_S, refresh_hours * 3600.0))
-
-
-def _names(offered: Any, key: str) -> list[str]:
-    """``offered[key]`` (a mapping or an attribute) as wire names."""
-    value = offered.get(key) if isinstance(offered, Mapping) else getattr(offered, key, None)
-    if value is None:
-        return []
-    if isinstance(value, Mapping):
-        return [str(name) for name in value]
-    # Enums (Ratio) by their wire value; offered models and LoRAs by their name.
-    return [
-        str(item.value if isinstance(item, Enum) else getattr(item, "name", item)) for item in value
-    ]

@@ -47,6 +47,7 @@ from nostr_imagegen.nostr.encryption import EncryptionScheme, encrypt
 from nostr_imagegen.nostr.event import Event, Tag, UnsignedEvent, sign_event
 from nostr_imagegen.nostr.keys import Keys, normalize_public_key
 from nostr_imagegen.nostr.messages import Filter
+from nostr_imagegen.service.seams import ClientPoolLike
 
 __all__ = ["JobClient", "JobOutcome", "build_request", "submit_job"]
 
@@ -147,11 +148,13 @@ class JobClient:
     One subscription (results and feedback tagged with our key, ``#p``) and one reader task
     serve every job in flight; ``submit`` returns a ``JobOutcome`` per job. Use as an async
     context manager (it reads ``pool.events()``: do not read them elsewhere meanwhile).
+    ``pool`` is a ``RelayPool`` or anything with its ``subscribe``, ``unsubscribe``,
+    ``publish`` and ``events`` (``service.seams.ClientPoolLike``).
     """
 
     def __init__(
         self,
-        pool: Any,
+        pool: ClientPoolLike,
         keys: Keys,
         *,
         kinds: Sequence[int] = (5100,),
@@ -172,9 +175,7 @@ class JobClient:
             tags={"p": [self.keys.public_key]},
             since=max(0, int(time.time()) - self._lookback_s),
         )
-        subscribed = self.pool.subscribe(self._sub_id, [answers])
-        if inspect.isawaitable(subscribed):
-            await subscribed
+        await self.pool.subscribe(self._sub_id, [answers])
         self._reader = asyncio.create_task(self._read(), name="job-client")
         return self
 
@@ -185,11 +186,7 @@ class JobClient:
         for pending in self._pending.values():
             if not pending.done.done():
                 pending.done.cancel()
-        unsubscribe = getattr(self.pool, "unsubscribe", None)
-        if unsubscribe is not None:
-            done = unsubscribe(self._sub_id)
-            if inspect.isawaitable(done):
-                await done
+        await self.pool.unsubscribe(self._sub_id)
 
     async def submit(
         self,
@@ -300,7 +297,7 @@ class JobClient:
 
 
 async def submit_job(
-    pool: Any,
+    pool: ClientPoolLike,
     request: Event,
     *,
     keys: Keys,

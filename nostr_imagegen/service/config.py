@@ -45,6 +45,7 @@ level beside these sections::
     max_bytes = 20971520
     timeout_s = 20.0
     max_pixels = 40000000
+    allow_hosts = []                       # "host:port" of trusted internal image stores
     allow_private_addresses = false        # never true on a public DVM
 
 Relative paths (ledger, key file, storage folder) are relative to the configuration file.
@@ -76,6 +77,7 @@ from pydantic import (
 from nostr_imagegen.engine.config import EngineConfig, read_config_file
 from nostr_imagegen.errors import ConfigError, KeyFormatError
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin
 
 if TYPE_CHECKING:
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -255,8 +257,19 @@ class FetchConfig(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
     max_redirects: int = Field(default=3, ge=0, le=10)
     max_pixels: int = Field(default=40_000_000, ge=64 * 64)
+    #: ``host:port`` origins (an internal image store) that skip the public-address rule;
+    #: each redirect hop is checked again. See ``service.origins``.
+    allow_hosts: tuple[str, ...] = Field(default=(), max_length=MAX_ALLOW_HOSTS)
     #: Fetch from loopback and private addresses too. Tests and demos only.
     allow_private_addresses: bool = False
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(dict.fromkeys(normalize_origin(entry) for entry in value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     def policy(self) -> FetchPolicy:
         """The ``FetchPolicy`` these settings describe (``ConfigError`` if inconsistent)."""
@@ -268,6 +281,7 @@ class FetchConfig(_Section):
             connect_timeout_s=self.connect_timeout_s,
             max_redirects=self.max_redirects,
             max_pixels=self.max_pixels,
+            allow_hosts=frozenset(self.allow_hosts),
             allow_private_addresses=self.allow_private_addresses,
         )
 

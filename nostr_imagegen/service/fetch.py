@@ -10,7 +10,9 @@ What happens, hop by hop (at most ``policy.max_redirects`` redirects, each one r
    user name or password, and be at most ``max_url_length`` characters.
 2. The host name is resolved (``resolver``, default ``loop.getaddrinfo``); if ANY resolved
    address is not public (see ``netguard``: loopback, private, CGNAT, link-local and cloud
-   metadata, multicast, reserved, unique-local, IPv4 hidden in IPv6...) the URL is refused.
+   metadata, multicast, reserved, unique-local, IPv4 hidden in IPv6...) the URL is refused,
+   unless this hop's host and port are exactly an origin in ``policy.allow_hosts`` (see
+   ``origins``): an internal store the operator trusts.
 3. The request goes to the validated IP itself, with the original ``Host`` header and TLS
    SNI (``extensions={"sni_hostname": host}``; the certificate is verified against the
    host name). A second DNS answer cannot send us elsewhere (DNS rebinding).
@@ -42,6 +44,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nostr_imagegen.errors import ConfigError, FetchError
 from nostr_imagegen.service.netguard import is_public_address, parse_ip
+from nostr_imagegen.service.origins import (
+    MAX_ALLOW_HOSTS,
+    normalize_origin,
+    origin_key,
+    origin_port,
+)
 
 __all__ = [
     "SUPPORTED_IMAGE_MIMES",
@@ -89,6 +97,12 @@ async def system_resolver(host: str, port: int) -> list[str]:
 class FetchPolicy:
     """Limits for fetching one input image. The defaults suit a public DVM.
 
+    ``allow_hosts``: origins (``"images.internal:8080"``, ``"[fd00::5]:443"``; see
+    ``origins``) that skip the public-address rule, an internal image store the operator
+    trusts. Every hop is checked on its own, so a redirect from such an origin to any other
+    private or loopback address or port is still refused. Kept in canonical form; a bad
+    entry is a ``ConfigError`` naming it.
+
     ``allow_private_addresses=True`` turns the address check off (for a demo or tests on
     127.0.0.1); never enable it on a service that accepts jobs from strangers.
     """
@@ -103,9 +117,22 @@ class FetchPolicy:
     allowed_mimes: frozenset[str] = field(default=SUPPORTED_IMAGE_MIMES)
     #: ``None`` allows any port.
     allowed_ports: frozenset[int] | None = None
+    allow_hosts: frozenset[str] = frozenset()
     allow_private_addresses: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.allow_hosts, str):
+            raise ConfigError("allow_hosts must be a set of 'host:port' entries, not one string")
+        origins = frozenset(normalize_origin(entry) for entry in self.allow_hosts)
+        if len(origins) > MAX_ALLOW_HOSTS:
+            raise ConfigError(f"allow_hosts holds at most {MAX_ALLOW_HOSTS} origins")
+        if self.allowed_ports is not None:
+            for origin in sorted(origins):
+                if origin_port(origin) not in self.allowed_ports:
+                    raise ConfigError(
+                        f"allow_hosts entry {origin!r}: its port is not in allowed_ports"
+                    )
+        object.__setattr__(self, "allow_hosts", origins)  # canonical: what _check_url compares
         if self.max_bytes <= 0 or self.max_pixels <= 0 or self.max_url_length <= 0:
             raise ConfigError("max_bytes, max_pixels and max_url_length must be positive")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
@@ -246,7 +273,10 @@ async def _check_url(url: str, policy: FetchPolicy, resolve: Resolver) -> _Targe
         addresses: list[IPv4Address | IPv6Address] = [literal]
     else:
         addresses = await _resolve(resolve, host, port)
-    if not policy.allow_private_addresses and not all(map(is_public_address, addresses)):
+    trusted = origin_key(host, port) in policy.allow_hosts
+    if trusted:
+        logger.debug("input image host %s:%d is in allow_hosts", host, port)
+    elif not policy.allow_private_addresses and not all(map(is_public_address, addresses)):
         # Do not echo the resolved address: it may describe our own network.
         logger.info("refused input image host %s: resolves to a non-public address", host)
         raise FetchError(

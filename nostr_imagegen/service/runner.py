@@ -34,7 +34,6 @@ fakes: see ``examples/embed_runner.py``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -293,11 +292,7 @@ class JobRunner:
         jobs = Filter(kinds=list(self.accepted_kinds), since=since)
         # Deletions do not tag the provider: every kind 5 from now on, checked against our jobs.
         cancels = Filter(kinds=[DELETION_KIND], since=self.started_at)
-        subscribed = self.pool.subscribe(
-            "dvm-jobs", [jobs, cancels], lookback_s=self.options.lookback_s
-        )
-        if inspect.isawaitable(subscribed):
-            await subscribed
+        await self.pool.subscribe("dvm-jobs", [jobs, cancels], lookback_s=self.options.lookback_s)
 
     async def _consume(self) -> None:
         while True:
@@ -424,9 +419,7 @@ class JobRunner:
     def _check_plan(self, job: ImageJob) -> None:
         """Reject what the engine cannot serve (model, size, steps...) before queueing or
         asking for payment. ``Engine.plan`` is cheap: nothing is loaded."""
-        plan = getattr(self.engines[0], "plan", None)
-        if plan is not None:
-            plan(job)
+        self.engines[0].plan(job)
 
     async def _pay_then_enqueue(self, active: ActiveJob, state: JobState) -> None:
         assert self._payment_wait is not None

@@ -13,15 +13,18 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from nostr_imagegen.imagejob.model import ImageJob
+from nostr_imagegen.imagejob.model import ImageJob, Ratio
 from nostr_imagegen.nostr.event import Event
 from nostr_imagegen.nostr.messages import Filter
 
 __all__ = [
+    "ClientPoolLike",
     "EngineLike",
     "FeedbackHook",
     "Fetcher",
     "GenerationLike",
+    "NamedOffer",
+    "OfferLike",
     "PaymentCheck",
     "PricingPolicy",
     "PublishOutcome",
@@ -41,8 +44,39 @@ class GenerationLike(Protocol):
     def model(self) -> str: ...
 
 
+class NamedOffer(Protocol):
+    """One offered model or LoRA (``engine.generate.OfferedModel`` / ``OfferedLora``)."""
+
+    @property
+    def name(self) -> str:
+        """The name a request asks for it by (``["param", "model", name]``)."""
+        ...
+
+
+class OfferLike(Protocol):
+    """What ``EngineLike.offered`` returns (``engine.generate.EngineOffer``): the models,
+    LoRAs and ratios the NIP-89 announcement lists in its ``nip90Params``."""
+
+    @property
+    def models(self) -> Sequence[NamedOffer]:
+        """The offered models, the default first."""
+        ...
+
+    @property
+    def loras(self) -> Sequence[NamedOffer]: ...
+    @property
+    def ratios(self) -> Sequence[Ratio]: ...
+
+
 class EngineLike(Protocol):
-    """The image engine (``engine.generate.Engine``). ``generate`` runs in a worker thread."""
+    """The image engine (``engine.generate.Engine``).
+
+    ``plan`` checks a job before anything is queued, paid for or loaded, and raises
+    ``JobRejected`` with a reason for the customer; the runner uses nothing else of what it
+    returns. ``generate`` runs in a worker thread. ``offered`` feeds the announcement.
+    """
+
+    def plan(self, job: ImageJob) -> object: ...
 
     def generate(
         self,
@@ -53,7 +87,7 @@ class EngineLike(Protocol):
         cancel: threading.Event | None = None,
     ) -> GenerationLike: ...
 
-    def offered(self) -> Any: ...
+    def offered(self) -> OfferLike: ...
 
 
 class PublishOutcome(Protocol):
@@ -68,20 +102,29 @@ class PublishOutcome(Protocol):
 class RelayPoolLike(Protocol):
     """The relay pool (``service.relay.RelayPool``), started.
 
-    ``subscribe`` keeps the subscription across reconnects (it may be sync or async);
-    ``publish`` sends to every pool relay plus ``relays`` (a request's ``relays`` tag);
-    ``events`` yields each event id once, whichever relays carry it.
+    ``subscribe`` keeps the subscription across reconnects; it is a coroutine, so a pool built
+    on a client library whose subscribing waits (nostr-sdk's ``Client.subscribe``) fits as it
+    is, and one that only records the filters simply returns. ``publish`` sends to every pool
+    relay plus ``relays`` (a request's ``relays`` tag); ``events`` yields each event id once,
+    whichever relays carry it.
     """
 
-    def subscribe(
+    async def subscribe(
         self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = ...
-    ) -> Any: ...
+    ) -> None: ...
 
     async def publish(
         self, event: Event, *, relays: Sequence[str] | None = ..., timeout_s: float = ...
     ) -> PublishOutcome: ...
 
     def events(self) -> AsyncIterator[tuple[str, Event]]: ...
+
+
+class ClientPoolLike(RelayPoolLike, Protocol):
+    """What ``service.client.JobClient`` needs of a pool: a ``RelayPoolLike`` that can also
+    end a subscription (``unsubscribe``, a coroutine like ``subscribe``)."""
+
+    async def unsubscribe(self, subscription_id: str) -> None: ...
 
 
 class PricingPolicy(Protocol):

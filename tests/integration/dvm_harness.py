@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
@@ -27,7 +27,11 @@ from nostr_imagegen.service.client import JobClient, JobOutcome
 from nostr_imagegen.service.ledger import JobState, Ledger
 from nostr_imagegen.service.relay import RelayPool
 from nostr_imagegen.service.runner import JobRunner, RunnerOptions
+from nostr_imagegen.service.seams import OfferLike
 from nostr_imagegen.service.upload import FolderServer, LocalFolderHost, serve_folder
+
+if TYPE_CHECKING:
+    from nostr_imagegen.engine.generate import Engine
 
 #: Options for tests: quick progress, quick outbox retries, short shutdown.
 TEST_OPTIONS = RunnerOptions(
@@ -86,7 +90,7 @@ class GatedEngine:
     """Wraps an engine: each job waits for ``gate`` (honouring cancellation) before running,
     so a test can act while a job is known to be running."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.gate = threading.Event()
         self.started = threading.Event()
@@ -103,10 +107,10 @@ class GatedEngine:
                 raise JobCancelled("cancelled while waiting at the gate")
         return self.engine.generate(job, **kwargs)
 
-    def plan(self, job: ImageJob) -> Any:
+    def plan(self, job: ImageJob) -> object:
         return self.engine.plan(job)
 
-    def offered(self) -> Any:
+    def offered(self) -> OfferLike:
         return self.engine.offered()
 
 

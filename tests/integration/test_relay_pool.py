@@ -81,7 +81,7 @@ async def test_publish_and_subscribe_round_trip(
     relay_url: str, author: Keys, pool_factory: Callable[..., Any]
 ) -> None:
     pool: RelayPool = await pool_factory([relay_url])
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
     receiver = Receiver(pool)
     event = note(author, "hello relay")
     result = await pool.publish(event, timeout_s=WAIT_S)
@@ -118,7 +118,7 @@ async def test_reconnects_and_resubscribes_after_the_relay_restarts(
     relay: Any, author: Keys, pool_factory: Callable[..., Any]
 ) -> None:
     pool: RelayPool = await pool_factory([relay.url])
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
     receiver = Receiver(pool)
     before = note(author, "before the crash")
     assert (await publish_once(relay.url, before, timeout_s=WAIT_S)).accepted
@@ -162,7 +162,7 @@ async def test_two_relays_each_event_emitted_once(
 ) -> None:
     one, two = relay_factory(), relay_factory()
     pool: RelayPool = await pool_factory([one.url, two.url])
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
     receiver = Receiver(pool)
     assert await pool.wait_connected(timeout_s=WAIT_S, all_relays=True)
 
@@ -217,7 +217,7 @@ async def test_a_silent_relay_does_not_block_the_live_one(
     relay_url: str, silent_relay_url: str, author: Keys, pool_factory: Callable[..., Any]
 ) -> None:
     pool: RelayPool = await pool_factory([relay_url, silent_relay_url])
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
     receiver = Receiver(pool)
     assert await pool.wait_connected(timeout_s=WAIT_S, all_relays=True)
     event = note(author, "the silent relay never answers this")
@@ -242,7 +242,7 @@ async def test_oversized_frames_are_dropped_without_losing_the_connection(
     relay_url: str, author: Keys, pool_factory: Callable[..., Any]
 ) -> None:
     pool: RelayPool = await pool_factory([relay_url], max_frame_bytes=4096)
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])], lookback_s=600)
     receiver = Receiver(pool)
     assert await pool.wait_connected(timeout_s=WAIT_S)
     big, small = note(author, "x" * 8000), note(author, "small")
@@ -350,7 +350,7 @@ async def test_local_sdk_relay_round_trip(
     local_relay_url: str, author: Keys, pool_factory: Callable[..., Any]
 ) -> None:
     pool: RelayPool = await pool_factory([local_relay_url])
-    pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])])
+    await pool.subscribe("notes", [Filter(kinds=[1], authors=[author.public_key])])
     receiver = Receiver(pool)
     assert await pool.wait_connected(timeout_s=WAIT_S)
     event = note(author, "via nostr-sdk")

@@ -8,12 +8,11 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from PIL import Image
 
-from nostr_imagegen.errors import EngineError, JobCancelled, UploadError
-from nostr_imagegen.imagejob.model import ImageJob
+from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, UploadError
+from nostr_imagegen.imagejob.model import ImageJob, Ratio
 from nostr_imagegen.imagejob.results import JobStatus, parse_feedback, parse_result
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, sign_event
 from nostr_imagegen.nostr.keys import Keys
@@ -38,7 +37,7 @@ class FakePool:
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
         self.changed = asyncio.Event()
 
-    def subscribe(
+    async def subscribe(
         self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = None
     ) -> None:
         self.subscriptions[subscription_id] = tuple(filters)
@@ -96,17 +95,41 @@ class FakeResult:
     model: str
 
 
+@dataclass(frozen=True)
+class FakeOffered:
+    """An offered model or LoRA: what the announcement reads of it is its name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FakeOffer:
+    models: tuple[FakeOffered, ...]
+    loras: tuple[FakeOffered, ...]
+    ratios: tuple[Ratio, ...]
+
+
 @dataclass
 class FakeEngine:
     """Generates a small solid image. ``gate`` (if set) holds each job until it is set;
-    ``fail_with`` raises; ``steps`` progress calls are made, checking ``cancel`` each time."""
+    ``fail_with`` raises; ``steps`` progress calls are made, checking ``cancel`` each time.
+    ``plan`` refuses the models named in ``refuse_models``, as ``Engine.plan`` refuses a model
+    it does not offer."""
 
     gate: threading.Event | None = None
     fail_with: Exception | None = None
+    refuse_models: frozenset[str] = frozenset()
+    planned: list[str] = field(default_factory=list)
     steps: int = 4
     calls: list[str] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     ignore_cancel: bool = False
+
+    def plan(self, job: ImageJob) -> None:
+        self.planned.append(job.id)
+        if job.model is not None and job.model in self.refuse_models:
+            tag = ("param", "model", job.model)
+            raise JobRejected(f"model {job.model!r} is not offered here", tag=tag)
 
     def generate(
         self,
@@ -133,8 +156,12 @@ class FakeEngine:
         color = (len(self.calls) * 40 % 256, 80, 160)
         return FakeResult((Image.new("RGB", size, color),), seed=7, model="fake")
 
-    def offered(self) -> dict[str, Any]:
-        return {"models": ["fake", "fake-xl"], "loras": ["noise"], "ratios": ["1:1", "4:3"]}
+    def offered(self) -> FakeOffer:
+        return FakeOffer(
+            models=(FakeOffered("fake"), FakeOffered("fake-xl")),
+            loras=(FakeOffered("noise"),),
+            ratios=(Ratio.SQUARE, Ratio.LANDSCAPE_4_3),
+        )
 
 
 class FakeHost:

@@ -43,12 +43,12 @@ class AnsweringPool:
         self.unsubscribed: list[str] = []
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
 
-    def subscribe(
+    async def subscribe(
         self, subscription_id: str, filters: Sequence[Filter], *, lookback_s: int | None = None
     ) -> None:
         self.filters[subscription_id] = tuple(filters)
 
-    def unsubscribe(self, subscription_id: str) -> None:
+    async def unsubscribe(self, subscription_id: str) -> None:
         self.unsubscribed.append(subscription_id)
 
     async def publish(

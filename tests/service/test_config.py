@@ -149,6 +149,44 @@ def test_invalid_values_are_config_errors_naming_the_field(
         load_service_config(_write(tmp_path, BASE.replace(old, new)))
 
 
+def test_fetch_allow_hosts_become_the_policys_canonical_origins(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "allow_private_addresses = true",
+        'allow_hosts = ["Images.Internal:8080", "images.internal.:8080", "[FD00::0005]:443"]',
+    )
+    config = load_service_config(_write(tmp_path, text))
+    assert config.fetch.allow_hosts == ("images.internal:8080", "[fd00::5]:443")
+    policy = config.fetch.policy()
+    assert policy.allow_hosts == frozenset({"images.internal:8080", "[fd00::5]:443"})
+    assert policy.allow_private_addresses is False
+    assert load_service_config(_write(tmp_path, BASE)).fetch.policy().allow_hosts == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ("https://images.internal:8080", "without a scheme"),
+        ("images.internal:8080/images", "without a path"),
+        ("images.internal", "port is required"),
+        ("images.internal:0", "port from 1 to 65535"),
+        ("images.internal:65536", "port from 1 to 65535"),
+        ("fd00::5:443", "IPv6 address in brackets"),
+    ],
+)
+def test_bad_fetch_allow_hosts_entries_are_config_errors_naming_them(
+    tmp_path: Path, entry: str, complaint: str
+) -> None:
+    text = BASE.replace(
+        "allow_private_addresses = true", f'allow_hosts = ["ok.internal:1", "{entry}"]'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(_write(tmp_path, text))
+    message = str(caught.value)
+    assert "fetch.allow_hosts" in message
+    assert repr(entry) in message
+    assert complaint in message
+
+
 def test_missing_sections_and_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="service: required key is missing"):
         load_service_config(_write(tmp_path, '[models.tiny]\nsource = "x"\nfamily = "sd15"\n'))

@@ -403,6 +403,133 @@ async def test_redirect_without_location_is_refused() -> None:
         await fetch("https://pub.example/a", server, FakeDNS({"pub.example": [PUBLIC_V4]}))
 
 
+# --- allow_hosts: trusted internal origins ---------------------------------------------
+
+STORE = "store.internal"
+STORE_V4 = "10.0.0.5"
+
+
+def store_policy(*origins: str) -> FetchPolicy:
+    return FetchPolicy(allow_hosts=frozenset(origins or (f"{STORE}:8080",)))
+
+
+async def test_an_allowed_origin_skips_the_public_address_rule() -> None:
+    server = Server({(f"{STORE}:8080", "/a.png"): image_response(png_bytes())})
+    dns = FakeDNS({STORE: [STORE_V4]})
+    fetched = await fetch(f"http://{STORE}:8080/a.png", server, dns, store_policy())
+    assert fetched.image.size == (8, 6)
+    (request,) = server.requests
+    assert request.url.host == STORE_V4  # still pinned to the address that was resolved
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://{STORE}:8081/a.png",  # the same host on another port
+        f"http://{STORE}/a.png",  # the default port is another port too
+        f"http://{STORE_V4}:8080/a.png",  # the same address, not the origin the operator named
+        "http://other.internal:8080/a.png",  # another name for the same address
+    ],
+)
+async def test_only_the_exact_allowed_host_and_port_skip_the_rule(url: str) -> None:
+    server = Server({})
+    dns = FakeDNS({STORE: [STORE_V4], "other.internal": [STORE_V4]})
+    with pytest.raises(FetchError, match="not a public"):
+        await fetch(url, server, dns, store_policy())
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"http://{STORE}:8081/a.png",
+        f"http://{STORE_V4}:8080/a.png",
+        "http://127.0.0.1:8080/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/a.png",
+        "http://other.internal:8080/a.png",
+    ],
+)
+async def test_a_redirect_from_an_allowed_origin_is_checked_again(location: str) -> None:
+    server = Server({(f"{STORE}:8080", "/a.png"): redirect(location)})
+    dns = FakeDNS({STORE: [STORE_V4], "other.internal": ["192.168.1.9"]})
+    with pytest.raises(FetchError, match="not a public"):
+        await fetch(f"http://{STORE}:8080/a.png", server, dns, store_policy())
+    assert [r.url.host for r in server.requests] == [STORE_V4]
+
+
+async def test_an_allowed_origin_may_redirect_to_a_public_host_or_another_allowed_origin() -> None:
+    body = png_bytes()
+    server = Server(
+        {
+            (f"{STORE}:8080", "/a.png"): redirect("http://[fd00::5]:9000/b.png"),
+            ("[fd00::5]:9000", "/b.png"): redirect("https://img.example/c.png"),
+            ("img.example", "/c.png"): image_response(body),
+        }
+    )
+    dns = FakeDNS({STORE: [STORE_V4], "img.example": [PUBLIC_V4]})
+    policy = store_policy(f"{STORE}:8080", "[FD00::0005]:9000")
+    fetched = await fetch(f"http://{STORE}:8080/a.png", server, dns, policy)
+    assert fetched.final_url == "https://img.example/c.png"
+    assert [r.url.host for r in server.requests] == [STORE_V4, "fd00::5", PUBLIC_V4]
+
+
+def test_allow_hosts_are_kept_in_canonical_form() -> None:
+    policy = FetchPolicy(
+        allow_hosts=frozenset(
+            {"Store.Internal:8080", "store.internal.:8080", " 10.0.0.5:9000 ", "[FD00::0005]:443"}
+        )
+    )
+    assert policy.allow_hosts == frozenset(
+        {"store.internal:8080", "10.0.0.5:9000", "[fd00::5]:443"}
+    )
+    assert policy == FetchPolicy(
+        allow_hosts=frozenset({"store.internal:8080", "10.0.0.5:9000", "[fd00::5]:443"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ("http://store.internal:8080", "without a scheme"),
+        ("store.internal:8080/images", "without a path"),
+        ("store.internal:8080?x=1", "without a path"),
+        ("user@store.internal:8080", "without a user name"),
+        ("store.internal", "port is required"),
+        (":8080", "port is required"),
+        ("", "port is required"),
+        ("store.internal:0", "port from 1 to 65535"),
+        ("store.internal:65536", "port from 1 to 65535"),
+        ("store.internal:-1", "port from 1 to 65535"),
+        ("store.internal:http", "port from 1 to 65535"),
+        ("fd00::5:443", "IPv6 address in brackets"),
+        ("[fd00::5]", "[IPv6 address]:port"),
+        ("[fd00::zz]:443", "no valid IPv6 address"),
+        ("[fe80::1%eth0]:443", "zone index"),
+        ("127.1:8080", "dotted-quad"),
+        ("2130706433:8080", "dotted-quad"),
+        ("0x7f.0.0.1:8080", "dotted-quad"),
+        ("*.internal:8080", "not a DNS name"),
+        ("store_internal:8080", "not a DNS name"),
+        ("store internal:8080", "not a DNS name"),
+    ],
+)
+def test_bad_allow_hosts_entries_are_config_errors_naming_them(entry: str, complaint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FetchPolicy(allow_hosts=frozenset({"ok.internal:1", entry}))
+    assert repr(entry) in str(caught.value)
+    assert complaint in str(caught.value)
+
+
+def test_allow_hosts_must_be_a_collection_and_fit_the_allowed_ports() -> None:
+    with pytest.raises(ConfigError, match="not one string"):
+        FetchPolicy(allow_hosts="store.internal:8080")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'store\.internal:8080'.*allowed_ports"):
+        FetchPolicy(allowed_ports=frozenset({443}), allow_hosts=frozenset({"store.internal:8080"}))
+    with pytest.raises(ConfigError, match="at most 64"):
+        FetchPolicy(allow_hosts=frozenset(f"store{n}.internal:80" for n in range(65)))
+
+
 # --- size, time, content ---------------------------------------------------------------
 
 
@@ -622,6 +749,81 @@ async def test_real_local_server_is_refused_by_default(image_server: int) -> Non
     _ImageHandler.seen_hosts.clear()
     with pytest.raises(FetchError, match="not a public"):
         await fetch_image(f"http://127.0.0.1:{image_server}/a.png")
+    assert _ImageHandler.seen_hosts == []
+
+
+class _RedirectHandler(BaseHTTPRequestHandler):
+    """Answers every GET with a 302 to ``location``."""
+
+    location = ""
+    seen_paths: list[str] = []  # noqa: RUF012 - test-only class state
+
+    def do_GET(self) -> None:
+        type(self).seen_paths.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirect_server() -> Iterator[int]:
+    _RedirectHandler.seen_paths.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RedirectHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.integration
+async def test_real_allowed_origin_is_fetched(image_server: int) -> None:
+    _ImageHandler.seen_hosts.clear()
+    policy = FetchPolicy(allow_hosts=frozenset({f"127.0.0.1:{image_server}"}))
+    fetched = await fetch_image(f"http://127.0.0.1:{image_server}/a.png", policy=policy)
+    assert fetched.image.size == (5, 7)
+    # By name too: the name is resolved, checked against the list and the socket pinned.
+    dns = FakeDNS({"images.internal": ["127.0.0.1"]})
+    policy = FetchPolicy(allow_hosts=frozenset({f"images.internal:{image_server}"}))
+    url = f"http://images.internal:{image_server}/b.png"
+    fetched = await fetch_image(url, policy=policy, resolver=dns)
+    assert fetched.final_url == url
+    assert _ImageHandler.seen_hosts == [
+        f"127.0.0.1:{image_server}",
+        f"images.internal:{image_server}",
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("target", ["127.0.0.1", "localhost"])
+async def test_real_allowed_origin_redirecting_to_another_loopback_port_is_refused(
+    image_server: int, redirect_server: int, target: str
+) -> None:
+    _ImageHandler.seen_hosts.clear()
+    _RedirectHandler.location = f"http://{target}:{image_server}/secret.png"
+    policy = FetchPolicy(allow_hosts=frozenset({f"127.0.0.1:{redirect_server}"}))
+    with pytest.raises(FetchError, match=f"host {target} is not a public"):
+        await fetch_image(f"http://127.0.0.1:{redirect_server}/a.png", policy=policy)
+    assert _RedirectHandler.seen_paths == ["/a.png"]  # the allowed origin was asked
+    assert _ImageHandler.seen_hosts == []  # the other port never was
+
+
+@pytest.mark.integration
+async def test_real_loopback_origin_not_in_allow_hosts_is_still_refused(
+    image_server: int, redirect_server: int
+) -> None:
+    _ImageHandler.seen_hosts.clear()
+    policy = FetchPolicy(allow_hosts=frozenset({f"127.0.0.1:{redirect_server}"}))
+    for url in (f"http://127.0.0.1:{image_server}/a.png", f"http://localhost:{image_server}/"):
+        with pytest.raises(FetchError, match="not a public"):
+            await fetch_image(url, policy=policy)
     assert _ImageHandler.seen_hosts == []
 
 

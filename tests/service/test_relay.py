@@ -112,12 +112,12 @@ async def test_pool_must_be_started_before_use() -> None:
         await anext(pool.events().__aiter__())
 
 
-def test_pool_subscribe_validates_before_storing() -> None:
+async def test_pool_subscribe_validates_before_storing() -> None:
     pool = RelayPool(["wss://one.example"])
     with pytest.raises(MessageError):
-        pool.subscribe("", [Filter(kinds=[1])])
+        await pool.subscribe("", [Filter(kinds=[1])])
     with pytest.raises(MessageError):
-        pool.subscribe("s", [])
+        await pool.subscribe("s", [])
 
 
 async def test_publish_once_refuses_private_addresses_when_asked() -> None:

@@ -335,6 +335,27 @@ async def test_priced_job_asks_for_payment_then_runs_once_paid(
     assert JobState.PAYMENT_REQUIRED in [s for s, _, _ in ledger.history(request.id)]
 
 
+async def test_what_the_engine_plan_refuses_is_rejected_before_payment_or_generation(
+    pool: FakePool, ledger: Ledger, start_runner: RunnerFactory
+) -> None:
+    engine = FakeEngine(refuse_models=frozenset({"dall-e"}))
+    payments = Payments(paid=True)
+    await start_runner(engine=engine, pricing=lambda job: 21_000, payment_check=payments)
+    refused = make_request(CUSTOMER, ("model", "dall-e"))
+    served = make_request(CUSTOMER, ("model", "fake"), prompt="a served one")
+    pool.deliver(refused)
+    pool.deliver(served)
+    await pool.wait_for(lambda: ledger.state(served.id) is JobState.PUBLISHED)
+    await pool.wait_for(lambda: ledger.state(refused.id) is JobState.REJECTED)
+    [(status, message)] = pool.statuses(refused.id)
+    assert status == "error"
+    assert message is not None
+    assert "dall-e" in message
+    assert engine.planned == [refused.id, served.id]
+    assert engine.calls == [served.id]  # the refused one never reached generate
+    assert payments.asked == [21_000]  # and nobody was asked to pay for it
+
+
 async def test_unpaid_job_times_out_with_an_error_and_low_bids_are_refused(
     pool: FakePool, ledger: Ledger, start_runner: RunnerFactory
 ) -> None:

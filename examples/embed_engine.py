@@ -23,12 +23,12 @@ from pathlib import Path
 from nostr_imagegen.engine.config import EngineConfig
 from nostr_imagegen.engine.encode import encode_image
 from nostr_imagegen.engine.generate import Engine, GenerationResult
-from nostr_imagegen.engine.tiny import TINY_NATIVE_SIZE, build_tiny_lora, build_tiny_pipeline
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import parse_image_job
 from nostr_imagegen.nostr.event import UnsignedEvent, parse_event, sign_event
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.testing import TINY_NATIVE_SIZE, build_tiny_lora, build_tiny_pipeline
 
 
 def incoming_request_json() -> str:

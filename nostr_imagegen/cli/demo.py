@@ -185,8 +185,8 @@ async def _engine(
             say("            falling back to the built-in tiny model")
     say("  building  the tiny random-weight model...")
     from nostr_imagegen.engine.config import EngineConfig
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline
     from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import build_tiny_pipeline
 
     folder = await asyncio.to_thread(
         build_tiny_pipeline, workdir / "tiny-model", ModelFamily.SD15, seed=0

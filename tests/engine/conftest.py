@@ -2,7 +2,7 @@
 
 ``tiny_models`` builds an SD 1.5 and an SDXL pipeline, three LoRAs and a single-file
 checkpoint into one temporary folder (about a second), all through the code in
-``nostr_imagegen.engine.tiny``; tests load them back with the real diffusers loaders.
+``nostr_imagegen.testing``; tests load them back with the real diffusers loaders.
 torch is imported only by the fixtures that need it, so the pure tests in this folder
 (configuration, registry) stay fast.
 """
@@ -33,12 +33,12 @@ def torch_one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, torch_one_thread: None) -> TinyModels:
-    from nostr_imagegen.engine.tiny import (
+    from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import (
         build_tiny_lora,
         build_tiny_pipeline,
         save_single_file_checkpoint,
     )
-    from nostr_imagegen.imagejob.dimensions import ModelFamily
 
     root = tmp_path_factory.mktemp("tiny-models")
     sd15 = build_tiny_pipeline(root / "sd15", ModelFamily.SD15, seed=0)

@@ -13,11 +13,11 @@ from _engine_support import TinyModels
 from PIL import Image
 
 from nostr_imagegen.cli import main
-from nostr_imagegen.engine.tiny import write_tiny_config
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 from nostr_imagegen.imagejob.results import parse_feedback, parse_result
 from nostr_imagegen.nostr.event import parse_event
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.testing import write_tiny_config
 
 pytestmark = pytest.mark.engine
 

@@ -177,7 +177,7 @@ def test_lora_failure_leaves_no_adapter(tiny_models: TinyModels, tmp_path: Path)
 def test_tiny_builders(tmp_path: Path) -> None:
     from diffusers import UNet2DConditionModel
 
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline, tiny_tokenizer
+    from nostr_imagegen.testing import build_tiny_pipeline, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     ids = tokenizer("ab c").input_ids

@@ -85,7 +85,7 @@ def library_job(engine: Any, provider: Keys, request_text: str) -> tuple[Any, An
     """One warm job through the library, as a DVM runs it: parse and verify the request,
     generate, encode, and build and sign the result. Returns ``(result event, generation,
     encoded image)``."""
-    from nostr_imagegen.engine.encode import encode_image
+    from nostr_imagegen.engine.encode import encode_result
     from nostr_imagegen.imagejob.imeta import ImageLink
     from nostr_imagegen.imagejob.request import parse_image_job
     from nostr_imagegen.imagejob.results import build_result
@@ -93,7 +93,7 @@ def library_job(engine: Any, provider: Keys, request_text: str) -> tuple[Any, An
 
     job = parse_image_job(parse_event(request_text), provider=provider)
     generation = engine.generate(job)
-    encoded = encode_image(generation.images[0], job.output)
+    (encoded,) = encode_result(job, generation, engine.config.output)
     link = ImageLink(
         url=f"https://blossom.example/{encoded.filename}",
         mime=encoded.mime,

@@ -81,16 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import diffusers
     import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
     from nostr_imagegen.nostr.keys import Keys
 
-    for library_logging in (diffusers_logging, transformers_logging):
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity_error()
+    quiet_libraries()
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         folder, loras = build_model(Path(tmp), args.widths, loras=2)

@@ -55,23 +55,15 @@ def _rss_kib() -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library_logging in (diffusers_logging, transformers_logging):
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity_error()
-
-
 def child_library(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401  (imported first in both children, like any engine)
 
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
     from nostr_imagegen.nostr.keys import Keys
 
-    _quiet_libraries()
+    quiet_libraries()
     after_import = _rss_kib()
     engine = Engine(
         EngineConfig.from_mapping(engine_config_data(folder, steps=args.steps, guidance=7.5))
@@ -91,7 +83,9 @@ def child_bare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import torch
 
-    _quiet_libraries()
+    from nostr_imagegen.engine.quiet import quiet_libraries
+
+    quiet_libraries()
     after_import = _rss_kib()
     auto: Any = diffusers.AutoPipelineForText2Image
     pipe = auto.from_pretrained(folder, dtype=torch.float32)

@@ -60,16 +60,21 @@ def tiny_config(tiny_models: TinyModels) -> EngineConfig:
 
 @pytest.fixture
 def make_job() -> MakeJob:
-    """``make_job(("size", "64x64"), ("seed", "7"), prompt=..., image_url=...)``: a job parsed
-    by the real parser from a request signed by a customer key."""
+    """``make_job(("size", "64x64"), ("seed", "7"), prompt=..., image_url=..., output=...)``:
+    a job parsed by the real parser from a request signed by a customer key."""
 
     def make(
-        *params: Sequence[str], prompt: str = PROMPT, image_url: str | None = None
+        *params: Sequence[str],
+        prompt: str = PROMPT,
+        image_url: str | None = None,
+        output: str | None = None,
     ) -> ImageJob:
         tags: list[tuple[str, ...]] = [("i", prompt, "text")]
         if image_url is not None:
             tags.append(("i", image_url, "url"))
         tags.extend(("param", *param) for param in params)
+        if output is not None:
+            tags.append(("output", output))
         event = sign_event(UnsignedEvent(kind=5100, tags=tuple(tags)), CUSTOMER)
         return parse_image_job(event)
 

@@ -214,7 +214,19 @@ class LoraConfig(_Section):
 
 
 class EngineLimits(_Section):
-    """Bounds on what one request may ask for; anything beyond is rejected, not clamped."""
+    """Bounds on what one request may ask for; anything beyond is rejected, not clamped.
+
+    The size fields are the ones ``imagejob.dimensions.DimensionLimits`` holds, and the
+    engine sizes every job with ``job_dimensions(job, ..., limits=self.dimension_limits())``:
+    one rule, so ``Engine.plan`` and ``job_dimensions`` under these limits always agree.
+    Only the defaults differ: ``DimensionLimits()``, what ``job_dimensions`` applies when
+    given no limits, admits 2048x2048 (4,194,304) generated pixels; an engine admits
+    1024x1024 (1,048,576, SDXL's native square) unless ``[limits] max_pixels`` says more. A
+    program that sizes an engine's jobs itself passes ``config.limits.dimension_limits()``
+    rather than relying on either default. ``max_upscale`` and ``max_output_side`` bound the
+    upscaler the same way (``upscale_image(max_factor=max_upscale,
+    max_pixels=max_output_side ** 2)``); its own defaults (4x, 4096x4096) are for direct calls.
+    """
 
     max_steps: int = Field(default=50, ge=1, le=1000)
     #: Largest generated image, in pixels (width * height), before upscaling.

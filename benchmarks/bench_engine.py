@@ -7,7 +7,7 @@ All figures come from one run of this script on one model (see ``_common.py``), 
 ``time.perf_counter``, cases interleaved (ABBA order) so machine load hits both alike.
 
 (1) Library overhead. A warm job through the library: ``parse_event`` of the signed request
-    JSON, ``parse_image_job``, ``Engine.generate``, ``encode_image`` (PNG), ``build_result``
+    JSON, ``parse_image_job``, ``Engine.generate``, ``encode_result`` (PNG), ``build_result``
     with the image link and ``sign_event``; against the bare ``pipe(...)`` call on the same
     loaded pipeline (same prompt, size, steps, guidance, seed) plus Pillow's PNG encoding.
     Both produce the same pixels (checked). Target: median ratio <= 1.03.

@@ -6,7 +6,7 @@
 The benchmark model (see ``_common.py``) is built once; then each case runs in a fresh
 Python process (``subprocess``), ``--repeat`` times, alternating:
 
-library  parse_event + parse_image_job + Engine.generate + encode_image + build_result +
+library  parse_event + parse_image_job + Engine.generate + encode_result + build_result +
          sign_event for each of ``--jobs`` signed requests (different seeds).
 bare     AutoPipelineForText2Image.from_pretrained once, then pipe(...) + Pillow PNG for the
          same prompts, sizes, steps and seeds.
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
 
+    from nostr_imagegen.engine.quiet import quiet_libraries
+
+    quiet_libraries()  # building the model in this process prints the same noise
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         set_threads(args.threads)
         folder, _ = build_model(Path(tmp), args.widths)

@@ -2,7 +2,7 @@
 
 The model is a random-weight pipeline in the Stable Diffusion 1.5 layout (four UNet levels,
 two layers per block, cross-attention on the first three, a four-level VAE, a CLIP text
-encoder) built by ``nostr_imagegen.engine.tiny.build_tiny_pipeline(wider=True)`` with
+encoder) built by ``nostr_imagegen.testing.build_tiny_pipeline(wider=True)`` with
 reduced widths, saved with ``save_pretrained`` and loaded back by the real diffusers loaders.
 It draws noise, but every job runs the code a real SD 1.5 model runs, at a cost small enough
 for a shared CPU.
@@ -33,7 +33,7 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 def build_model(root: Path, widths: Sequence[int], *, loras: int = 0) -> tuple[Path, list[Path]]:
     """The benchmark pipeline (seed 0) and ``loras`` random LoRAs for it, under ``root``."""
-    from nostr_imagegen.engine.tiny import build_tiny_lora, build_tiny_pipeline
+    from nostr_imagegen.testing import build_tiny_lora, build_tiny_pipeline
 
     folder = build_tiny_pipeline(root / "model", seed=0, widths=tuple(widths), wider=True)
     lora_files = [
@@ -85,7 +85,7 @@ def library_job(engine: Any, provider: Keys, request_text: str) -> tuple[Any, An
     """One warm job through the library, as a DVM runs it: parse and verify the request,
     generate, encode, and build and sign the result. Returns ``(result event, generation,
     encoded image)``."""
-    from nostr_imagegen.engine.encode import encode_image
+    from nostr_imagegen.engine.encode import encode_result
     from nostr_imagegen.imagejob.imeta import ImageLink
     from nostr_imagegen.imagejob.request import parse_image_job
     from nostr_imagegen.imagejob.results import build_result
@@ -93,7 +93,7 @@ def library_job(engine: Any, provider: Keys, request_text: str) -> tuple[Any, An
 
     job = parse_image_job(parse_event(request_text), provider=provider)
     generation = engine.generate(job)
-    encoded = encode_image(generation.images[0], job.output)
+    (encoded,) = encode_result(job, generation, engine.config.output)
     link = ImageLink(
         url=f"https://blossom.example/{encoded.filename}",
         mime=encoded.mime,

@@ -7,7 +7,7 @@ All figures come from one run of this script on one model (see ``_common.py``), 
 ``time.perf_counter``, cases interleaved (ABBA order) so machine load hits both alike.
 
 (1) Library overhead. A warm job through the library: ``parse_event`` of the signed request
-    JSON, ``parse_image_job``, ``Engine.generate``, ``encode_image`` (PNG), ``build_result``
+    JSON, ``parse_image_job``, ``Engine.generate``, ``encode_result`` (PNG), ``build_result``
     with the image link and ``sign_event``; against the bare ``pipe(...)`` call on the same
     loaded pipeline (same prompt, size, steps, guidance, seed) plus Pillow's PNG encoding.
     Both produce the same pixels (checked). Target: median ratio <= 1.03.
@@ -81,16 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import diffusers
     import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
     from nostr_imagegen.nostr.keys import Keys
 
-    for library_logging in (diffusers_logging, transformers_logging):
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity_error()
+    quiet_libraries()
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         folder, loras = build_model(Path(tmp), args.widths, loras=2)

@@ -6,7 +6,7 @@
 The benchmark model (see ``_common.py``) is built once; then each case runs in a fresh
 Python process (``subprocess``), ``--repeat`` times, alternating:
 
-library  parse_event + parse_image_job + Engine.generate + encode_image + build_result +
+library  parse_event + parse_image_job + Engine.generate + encode_result + build_result +
          sign_event for each of ``--jobs`` signed requests (different seeds).
 bare     AutoPipelineForText2Image.from_pretrained once, then pipe(...) + Pillow PNG for the
          same prompts, sizes, steps and seeds.
@@ -55,23 +55,15 @@ def _rss_kib() -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for library_logging in (diffusers_logging, transformers_logging):
-        library_logging.disable_progress_bar()
-        library_logging.set_verbosity_error()
-
-
 def child_library(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401  (imported first in both children, like any engine)
 
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
     from nostr_imagegen.nostr.keys import Keys
 
-    _quiet_libraries()
+    quiet_libraries()
     after_import = _rss_kib()
     engine = Engine(
         EngineConfig.from_mapping(engine_config_data(folder, steps=args.steps, guidance=7.5))
@@ -91,7 +83,9 @@ def child_bare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import torch
 
-    _quiet_libraries()
+    from nostr_imagegen.engine.quiet import quiet_libraries
+
+    quiet_libraries()
     after_import = _rss_kib()
     auto: Any = diffusers.AutoPipelineForText2Image
     pipe = auto.from_pretrained(folder, dtype=torch.float32)
@@ -131,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
 
+    from nostr_imagegen.engine.quiet import quiet_libraries
+
+    quiet_libraries()  # building the model in this process prints the same noise
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         set_threads(args.threads)
         folder, _ = build_model(Path(tmp), args.widths)

@@ -5,9 +5,9 @@
 
 Everything runs on 127.0.0.1 in one go: a ``nostr-relay`` process
 (``nostr_imagegen.service.localrelay``), the DVM (``JobRunner`` with the SQLite ledger, the
-tiny random-weight model from ``engine.tiny`` and a local-folder image host served over
-HTTP), and a customer (``service.client.JobClient``) with its own relay connection. The DVM
-and the customer share this process and its event loop.
+tiny random-weight model from ``nostr_imagegen.testing`` and a local-folder image host
+served over HTTP), and a customer (``service.client.JobClient``) with its own relay
+connection. The DVM and the customer share this process and its event loop.
 
 (1) **Latency.** ``--jobs`` requests one after the other. For each: the time from the
 customer starting to publish the request to the customer holding the verified result, and
@@ -85,7 +85,7 @@ def _build_engine(root: Path, steps: int, size: int, threads: int) -> Any:
 
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline
+    from nostr_imagegen.testing import build_tiny_pipeline
 
     torch.set_num_threads(threads)
     folder = build_tiny_pipeline(root / "tiny", seed=0)

@@ -72,11 +72,11 @@ async def local_dvm() -> AsyncIterator[tuple[str, str]]:
     """A local relay and a tiny-model DVM (its pictures are noise), for running offline."""
     from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline
     from nostr_imagegen.service.ledger import Ledger
     from nostr_imagegen.service.localrelay import LocalRelay
     from nostr_imagegen.service.runner import JobRunner
     from nostr_imagegen.service.upload import LocalFolderHost, serve_folder
+    from nostr_imagegen.testing import build_tiny_pipeline
 
     with tempfile.TemporaryDirectory(prefix="embed-client-") as folder:
         root = Path(folder)

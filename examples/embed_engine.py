@@ -7,8 +7,8 @@ typed job, and turning the job into pictures), and publishes the answers itself.
 This example runs offline: it builds a tiny random-weight pipeline in a temporary folder
 (the pictures are noise, the code path is the real one), receives one signed request
 (signed here with a throw-away key, standing in for your relay code), generates with
-progress reports and a cancel switch, encodes the image, and prints what your program
-would upload and publish.
+progress reports and a cancel switch, encodes the image as the ``[output]`` configuration
+says, and prints what your program would upload and publish.
 
     .venv/bin/python examples/embed_engine.py
 """
@@ -21,14 +21,15 @@ import threading
 from pathlib import Path
 
 from nostr_imagegen.engine.config import EngineConfig
-from nostr_imagegen.engine.encode import encode_image
+from nostr_imagegen.engine.encode import encode_result
 from nostr_imagegen.engine.generate import Engine, GenerationResult
-from nostr_imagegen.engine.tiny import TINY_NATIVE_SIZE, build_tiny_lora, build_tiny_pipeline
+from nostr_imagegen.engine.quiet import quiet_libraries
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import parse_image_job
 from nostr_imagegen.nostr.event import UnsignedEvent, parse_event, sign_event
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.testing import TINY_NATIVE_SIZE, build_tiny_lora, build_tiny_pipeline
 
 
 def incoming_request_json() -> str:
@@ -66,6 +67,8 @@ def engine_with_a_tiny_model(folder: Path) -> Engine:
             },
             "loras": {"noise": {"source": str(lora), "family": "sd15"}},
             "limits": {"max_steps": 20, "max_upscale": 2},
+            # Metadata in the files: prompt, seed, model... (never for an encrypted job).
+            "output": {"embed_metadata": True, "quality": 85},
         }
     )
     return Engine(config, device="cpu")
@@ -85,6 +88,7 @@ async def serve(engine: Engine, job: ImageJob) -> GenerationResult:
 
 
 def main() -> None:
+    quiet_libraries()  # no loading bars or library chatter on your program's stderr
     with tempfile.TemporaryDirectory() as tmp:
         engine = engine_with_a_tiny_model(Path(tmp))
         offer = engine.offered()
@@ -110,8 +114,9 @@ def main() -> None:
             print(f"would publish `error` feedback: {exc}")
             return
 
-        for image in result.images:
-            encoded = encode_image(image, job.output, metadata=result.metadata())
+        # The request's output type (else [output] default_format), at the configured
+        # quality, with metadata as configured.
+        for encoded in encode_result(job, result, engine.config.output):
             print(
                 f"upload {encoded.filename} ({encoded.mime}, {encoded.width}x{encoded.height}, "
                 f"{len(encoded.data)} bytes), then publish a kind 6100 result linking it"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from nostr_imagegen.engine.config import EngineConfig
 from nostr_imagegen.engine.generate import Engine
-from nostr_imagegen.engine.tiny import build_tiny_pipeline
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.results import parse_feedback, parse_result
 from nostr_imagegen.nostr.event import Event
@@ -32,6 +31,7 @@ from nostr_imagegen.service.client import build_request
 from nostr_imagegen.service.ledger import Ledger
 from nostr_imagegen.service.runner import Announcement, JobRunner, RunnerOptions
 from nostr_imagegen.service.upload import LocalFolderHost
+from nostr_imagegen.testing import build_tiny_pipeline
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ Data goes to stdout, diagnostics to stderr. Exit codes: 0 success, 1 unexpected 
 
 Each subcommand module defines ``register(subparsers)`` which adds its parser and sets
 ``func`` to a callable ``(argparse.Namespace) -> int``. What they share (the exit codes,
-diagnostics, keys from ``--nsec`` or the environment, reading an event file, quieting the
-model libraries) is in ``nostr_imagegen.cli.common``.
+diagnostics, keys from ``--nsec`` or the environment, reading an event file) is in
+``nostr_imagegen.cli.common``; the model libraries are quieted with the engine's
+``quiet_libraries``.
 """
 
 from __future__ import annotations

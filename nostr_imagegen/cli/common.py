@@ -1,5 +1,5 @@
 """What the subcommands share: exit codes, diagnostics, keys from ``--nsec`` or the
-environment, reading a request event file, and quieting the model libraries.
+environment, reading a request event file.
 
 Diagnostics go to stderr as one line each, data stays on stdout::
 
@@ -8,10 +8,9 @@ Diagnostics go to stderr as one line each, data stays on stdout::
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from typing import Any, Final
+from typing import Final
 
 from nostr_imagegen.errors import ConfigError, EventError, KeyFormatError
 from nostr_imagegen.nostr.event import MAX_EVENT_JSON_BYTES, Event, parse_event
@@ -26,7 +25,6 @@ __all__ = [
     "fail",
     "keys_from",
     "note",
-    "quiet_libraries",
     "read_event",
 ]
 
@@ -85,14 +83,3 @@ def read_event(file: str) -> Event:
     if len(data) > MAX_EVENT_JSON_BYTES:
         raise EventError(f"event JSON is larger than {MAX_EVENT_JSON_BYTES} bytes")
     return parse_event(data)
-
-
-def quiet_libraries(verbose: bool) -> None:
-    """diffusers' and transformers' loading bars, and (unless ``verbose``) their warnings,
-    are noise on a command's stderr: say, transformers' "requires torchvision (not
-    installed); falling back to ..." while a pipeline loads. Imports both libraries."""
-    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
-        library: Any = importlib.import_module(name)
-        library.disable_progress_bar()
-        if not verbose:
-            library.set_verbosity_error()

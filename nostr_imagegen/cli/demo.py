@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
-from nostr_imagegen.cli.common import EXIT_INVALID, fail, quiet_libraries
+from nostr_imagegen.cli.common import EXIT_INVALID, fail
 from nostr_imagegen.errors import NostrImagegenError, RelayError
 from nostr_imagegen.imagejob.results import JobStatus, ParsedFeedback, parse_feedback
 from nostr_imagegen.nostr.event import Event
@@ -170,9 +170,10 @@ async def _engine(
 ) -> Any:
     """The configured engine, or the tiny smoke model (with the reason) when none loads."""
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
     from nostr_imagegen.service.config import load_engine_part
 
-    quiet_libraries(verbose)
+    quiet_libraries(keep_warnings=verbose)
 
     if config_path is not None:
         try:
@@ -185,8 +186,8 @@ async def _engine(
             say("            falling back to the built-in tiny model")
     say("  building  the tiny random-weight model...")
     from nostr_imagegen.engine.config import EngineConfig
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline
     from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import build_tiny_pipeline
 
     folder = await asyncio.to_thread(
         build_tiny_pipeline, workdir / "tiny-model", ModelFamily.SD15, seed=0

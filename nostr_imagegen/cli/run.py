@@ -5,8 +5,9 @@
     NOSTR_IMAGEGEN_NSEC=nsec1... nostr-imagegen run --config engine.toml --out images/ req.json
 
 Reads one signed kind 5100 request (``-``: stdin), checks it, generates the image(s) with the
-engine, writes each file into ``--out`` named by its content (``<sha256>.png``) and prints
-the signed result event (kind 6100) as JSON on stdout. A link is the file's URL under
+engine, encodes them as ``[output]`` says (``encode_result``: no metadata in the files of an
+encrypted request), writes each file into ``--out`` named by its content (``<sha256>.png``)
+and prints the signed result event (kind 6100) as JSON on stdout. A link is the file's URL under
 ``--base-url`` (where a web server publishes ``--out``), else its ``file://`` URL.
 
 Exit codes: 0 served; 2 invalid event or rejected job (the signed ``error`` feedback event
@@ -34,7 +35,6 @@ from nostr_imagegen.cli.common import (
     fail,
     keys_from,
     note,
-    quiet_libraries,
     read_event,
 )
 from nostr_imagegen.errors import (
@@ -131,20 +131,18 @@ def _fetch_input(job: ImageJob) -> Image.Image | None:
 
 
 def _serve(job: ImageJob, args: argparse.Namespace, config: EngineConfig, keys: Keys) -> int:
-    from nostr_imagegen.engine.encode import encode_image
+    from nostr_imagegen.engine.encode import encode_result
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine.quiet import quiet_libraries
 
-    quiet_libraries(bool(getattr(args, "verbose", 0)))
+    quiet_libraries(keep_warnings=bool(getattr(args, "verbose", 0)))
     engine = Engine(config)
     engine.plan(job)  # reject before fetching or loading anything
     init_image = _fetch_input(job)
     result = engine.generate(job, init_image=init_image)
-    mime = job.output or f"image/{config.output.default_format}"
-    metadata = result.metadata() if config.output.embed_metadata else None
     args.out.mkdir(parents=True, exist_ok=True)
     links: list[ImageLink] = []
-    for image in result.images:
-        encoded = encode_image(image, mime, metadata=metadata, quality=config.output.quality)
+    for encoded in encode_result(job, result, config.output):
         path = args.out / encoded.filename
         path.write_bytes(encoded.data)
         links.append(_link(encoded, path, args.base_url))

@@ -35,7 +35,9 @@ Names (the table keys) are what customers put in ``["param", "model", NAME]`` an
 ``["param", "lora", NAME]``; they match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``. A request never
 names a path or a hub repository: only these names.
 
-Sources starting with ``./`` or ``../`` are relative to the configuration file. Unknown keys
+Sources starting with ``./`` or ``../`` are relative to the configuration file. A source that
+is a local path (``is_local_path``) must exist when the configuration is loaded: a missing
+model folder is a ``ConfigError`` at start-up, not a hub lookup at the first job. Unknown keys
 are errors; every error is a ``ConfigError`` naming the file and the field.
 """
 
@@ -71,6 +73,7 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "UpscalerConfig",
+    "is_local_path",
     "is_single_file",
     "load_engine_config",
     "read_config_file",
@@ -107,6 +110,14 @@ SCHEDULERS: Final = frozenset(
 
 _DEVICE_RE: Final = re.compile(r"^(cpu|mps|cuda(:[0-9]{1,2})?)$")
 
+#: A Hugging Face hub repository id: ``name`` or ``owner/name`` (huggingface_hub's rules).
+_HUB_ID_RE: Final = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
+#: How a local path starts: absolute, the home folder, relative to the configuration file
+#: (and the same on Windows: ``.\``, ``..\``, ``C:\`` or ``C:/``, ``\\server``).
+_LOCAL_PREFIX_RE: Final = re.compile(r"(/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)")
+#: Links diffusers' single-file loader resolves on the hub rather than on this disk.
+_REMOTE_PREFIXES: Final = ("http://", "https://", "hf.co/", "huggingface.co/")
+
 Source = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
 DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
 
@@ -114,6 +125,29 @@ DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
 def is_single_file(source: str) -> bool:
     """True when ``source`` names one checkpoint file (loaded with ``from_single_file``)."""
     return source.lower().endswith(SINGLE_FILE_SUFFIXES)
+
+
+def is_local_path(source: str) -> bool:
+    """True when ``source`` names a place on this machine rather than a hub repository.
+
+    Local::
+
+        /srv/models/sd15   ~/models/sd15   ./sd15   ../models/sd15   C:\\models\\sd15
+        dreamshaper_8.safetensors   loras/pixel.ckpt                   (one checkpoint file)
+        models/sd15/v2                                                 (a separator, not owner/name)
+
+    Hub (never looked up while loading a configuration)::
+
+        stabilityai/sdxl-turbo   gpt2   https://huggingface.co/.../x.safetensors
+
+    A bare name without a separator is a hub id (root-level repositories exist): write
+    ``./name`` for a folder in the configuration's own folder.
+    """
+    if source.startswith(_REMOTE_PREFIXES):
+        return False
+    if _LOCAL_PREFIX_RE.match(source) or is_single_file(source):
+        return True
+    return not _HUB_ID_RE.fullmatch(source)
 
 
 class _Section(BaseModel):
@@ -180,7 +214,19 @@ class LoraConfig(_Section):
 
 
 class EngineLimits(_Section):
-    """Bounds on what one request may ask for; anything beyond is rejected, not clamped."""
+    """Bounds on what one request may ask for; anything beyond is rejected, not clamped.
+
+    The size fields are the ones ``imagejob.dimensions.DimensionLimits`` holds, and the
+    engine sizes every job with ``job_dimensions(job, ..., limits=self.dimension_limits())``:
+    one rule, so ``Engine.plan`` and ``job_dimensions`` under these limits always agree.
+    Only the defaults differ: ``DimensionLimits()``, what ``job_dimensions`` applies when
+    given no limits, admits 2048x2048 (4,194,304) generated pixels; an engine admits
+    1024x1024 (1,048,576, SDXL's native square) unless ``[limits] max_pixels`` says more. A
+    program that sizes an engine's jobs itself passes ``config.limits.dimension_limits()``
+    rather than relying on either default. ``max_upscale`` and ``max_output_side`` bound the
+    upscaler the same way (``upscale_image(max_factor=max_upscale,
+    max_pixels=max_output_side ** 2)``); its own defaults (4x, 4096x4096) are for direct calls.
+    """
 
     max_steps: int = Field(default=50, ge=1, le=1000)
     #: Largest generated image, in pixels (width * height), before upscaling.
@@ -334,7 +380,11 @@ class EngineConfig(BaseModel):
         """Validate parsed configuration data (a TOML document as a dict).
 
         ``source`` is the file it came from: error messages name it, and sources written
-        ``./x`` or ``../x`` are resolved against its folder. Raises ``ConfigError``.
+        ``./x`` or ``../x`` are resolved against its folder (without it, against the working
+        directory). Every source that ``is_local_path`` must then exist: a model folder or
+        checkpoint file, a ``single_file_config`` folder, a LoRA file or folder, the
+        upscaler's weights file. Hub ids are left for the loaders, with no lookup here.
+        Raises ``ConfigError``.
         """
         where = str(source) if source is not None else "engine configuration"
         try:
@@ -343,7 +393,29 @@ class EngineConfig(BaseModel):
             raise ConfigError(f"{where}: {_describe(exc)}") from exc
         if source is not None:
             config = config._with_relative_sources(Path(source).resolve().parent)
+        config._check_local_sources(where)
         return config
+
+    def _check_local_sources(self, where: str) -> None:
+        """Raise ``ConfigError`` naming the field and the path of a local source that is not
+        there (or is a file where a folder is needed, or the other way round)."""
+        wanted: list[tuple[str, str, str]] = []  # (field, path, "file" / "folder" / "either")
+        for name, model in self.models.items():
+            if is_local_path(model.source):
+                wanted.append((f"models.{name}.source", model.source, _model_kind(model)))
+            config_folder = model.single_file_config
+            if config_folder is not None and is_local_path(config_folder):
+                wanted.append((f"models.{name}.single_file_config", config_folder, "folder"))
+        for name, lora in self.loras.items():
+            if is_local_path(lora.source):
+                wanted.append((f"loras.{name}.source", lora.source, "either"))
+        if self.upscaler.kind == "spandrel" and self.upscaler.source is not None:
+            # spandrel reads a file on this machine: any upscaler source is a path.
+            wanted.append(("upscaler.source", self.upscaler.source, "file"))
+        for field_name, value, kind in wanted:
+            problem = _path_problem(Path(value).expanduser(), kind)
+            if problem is not None:
+                raise ConfigError(f"{where}: {field_name}: local path {value} {problem}")
 
     def _with_relative_sources(self, base: Path) -> Self:
         models = {
@@ -367,6 +439,21 @@ class EngineConfig(BaseModel):
         if upscaler.source is not None:
             upscaler = upscaler.model_copy(update={"source": _resolve(upscaler.source, base)})
         return self.model_copy(update={"models": models, "loras": loras, "upscaler": upscaler})
+
+
+def _model_kind(model: ModelConfig) -> str:
+    return "file" if model.single_file else "folder"
+
+
+def _path_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot serve as a ``kind`` ("file", "folder", "either"); None if it can."""
+    if not path.exists():
+        return "does not exist"
+    if kind == "file" and not path.is_file():
+        return "is not a file"
+    if kind == "folder" and not path.is_dir():
+        return "is not a folder"
+    return None
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -1,15 +1,29 @@
 """Turn a generated image into the bytes that get uploaded: PNG, JPEG or WebP.
 
+``encode_result`` is the one encode step for a served job, used by ``nostr-imagegen run``, the
+service worker and embedding programs alike: it follows the ``[output]`` configuration and
+the job's privacy::
+
+    encoded = encode_result(job, result, config.output)   # one EncodedImage per image
+    encoded[0].data, encoded[0].filename                  # bytes, "<sha256>.png"
+
+``encode_image`` is the step underneath, for one image with explicit settings.
+
 The customer picks the type with the request's ``output`` tag::
 
     ["output", "image/png"]      # the default when the tag is absent
     ["output", "image/jpeg"]     # also "jpeg", "jpg", "image/jpg"
     ["output", "image/webp"]     # also "webp"
 
-Anything else is answered with ``JobRejected`` naming the supported types.
+Anything else is answered with ``JobRejected`` naming the supported types; without the tag
+the type is ``[output] default_format``. ``Engine.plan`` checks it before anything is
+generated (``output_type``).
 
 Generation parameters (prompt, seed, model, LoRAs...) can ride along inside the file, so a
-picture downloaded from a client still says how it was made:
+picture downloaded from a client still says how it was made (``[output] embed_metadata``).
+**Never for an encrypted job**: its customer sent the prompt encrypted so that nobody else
+reads it, and the image is published in the clear, so ``encode_result`` writes no metadata
+at all for it, whatever the configuration says.
 
 * PNG: one text chunk per key (``tEXt`` when the value is Latin-1, ``iTXt`` UTF-8 otherwise),
   the way Stable Diffusion front ends store their ``parameters`` chunk.
@@ -30,22 +44,29 @@ import io
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from PIL import Image, PngImagePlugin
 
-from nostr_imagegen.errors import ConfigError, JobRejected
+from nostr_imagegen.engine.config import OutputConfig
+from nostr_imagegen.errors import ConfigError, EngineError, JobRejected
+from nostr_imagegen.imagejob.model import ImageJob
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_METADATA_ENTRIES",
     "MAX_METADATA_VALUE_CHARS",
     "SUPPORTED_OUTPUT_TYPES",
+    "Encodable",
     "EncodedImage",
+    "SelfDescribing",
+    "embedded_metadata",
     "encode_image",
+    "encode_result",
     "normalize_output_type",
+    "output_type",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,6 +158,70 @@ def normalize_output_type(mime: str | None) -> str:
             + ", ".join(SUPPORTED_OUTPUT_TYPES),
             tag=("output", mime),
         ) from None
+
+
+class Encodable(Protocol):
+    """What ``encode_result`` needs of a generation: ``GenerationResult`` (or a stand-in)."""
+
+    @property
+    def images(self) -> Sequence[Image.Image]: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+
+
+@runtime_checkable
+class SelfDescribing(Protocol):
+    """A generation that says how it was made (``GenerationResult.metadata()``)."""
+
+    def metadata(self) -> Mapping[str, str]: ...
+
+
+def output_type(job: ImageJob, output: OutputConfig) -> str:
+    """The MIME type ``job``'s images are written as: its ``output`` tag, else
+    ``output.default_format``. Raises ``JobRejected`` (with the ``output`` tag) for a type
+    this encoder cannot write."""
+    return normalize_output_type(job.output or f"image/{output.default_format}")
+
+
+def embedded_metadata(
+    job: ImageJob, result: Encodable, output: OutputConfig
+) -> dict[str, str] | None:
+    """What goes inside the files of ``job``: None unless ``output.embed_metadata``, and
+    always None for an encrypted job (nothing of it may be published in the clear).
+
+    A ``SelfDescribing`` result gives its own description (prompt, seed, model, steps,
+    guidance, sizes, LoRAs...); any other gives the prompt, negative prompt, seed and model.
+    """
+    if not output.embed_metadata or job.encrypted:
+        return None
+    if isinstance(result, SelfDescribing):
+        return dict(result.metadata())
+    metadata = {"prompt": job.prompt, "seed": str(result.seed), "model": result.model}
+    if job.negative_prompt:
+        metadata["negative_prompt"] = job.negative_prompt
+    return metadata
+
+
+def encode_result(
+    job: ImageJob, result: Encodable, output: OutputConfig | None = None
+) -> list[EncodedImage]:
+    """Encode every image of ``result`` (generated for ``job``) as the ``[output]``
+    configuration says: the job's type or ``default_format``, at ``quality``, with
+    ``embedded_metadata`` (none for an encrypted job). ``output`` None: the defaults (PNG,
+    quality 90, no metadata). Raises ``JobRejected`` for an output type not written here
+    and ``EngineError`` for a result without images."""
+    settings = output if output is not None else OutputConfig()
+    mime = output_type(job, settings)
+    metadata = embedded_metadata(job, result, settings)
+    encoded = [
+        encode_image(image, mime, metadata=metadata, quality=settings.quality)
+        for image in result.images
+    ]
+    if not encoded:
+        raise EngineError("the engine returned no image")
+    return encoded
 
 
 def encode_image(

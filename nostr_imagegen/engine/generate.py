@@ -17,6 +17,8 @@ What a job may ask for and what it gets:
   seeded with it makes the job reproducible on the same machine.
 - an input image (``init_image``): img2img over the same weights (``from_pipe``), the image
   resized to the generation size.
+- ``output``: the type its images are encoded as (``encode.output_type``); one the encoder
+  cannot write is rejected by ``plan``, before anything is loaded or generated.
 
 One job runs at a time per engine (a lock). Nothing survives a job: LoRA adapters are
 enabled for the job and disabled afterwards whatever happens, the generator is the job's own,
@@ -42,6 +44,7 @@ from PIL import Image, ImageOps
 
 from nostr_imagegen.engine.config import EngineConfig, EngineLimits
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
+from nostr_imagegen.engine.encode import output_type
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
 from nostr_imagegen.engine.registry import Registry
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
@@ -94,6 +97,8 @@ class GenerationPlan:
     guidance_scale: float
     #: img2img strength; None for text-to-image.
     strength: float | None
+    #: MIME type the images will be encoded as (``image/png``, ``image/jpeg``, ``image/webp``).
+    output: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +252,15 @@ class Engine:
     def plan(self, job: ImageJob, *, img2img: bool | None = None) -> GenerationPlan:
         """Check ``job`` against the offer and the limits; raises ``JobRejected``.
 
-        ``img2img`` says whether an input image will be given (default: when the job has
-        an image URL). Cheap: nothing is loaded.
+        Everything that can be decided without a model is decided here: the model and
+        LoRAs offered, sizes, steps, guidance, strength and the output type. Only what
+        depends on a loaded pipeline (whether it takes a negative prompt, can alter images)
+        is left to ``generate``. ``img2img`` says whether an input image will be given
+        (default: when the job has an image URL). Cheap: nothing is loaded.
         """
         if img2img is None:
             img2img = job.image_url is not None
+        output = output_type(job, self._config.output)
         name, model = self._registry.resolve_model(job.model)
         loras = self._registry.resolve_loras(job.loras, model.family)
         limits = self._config.limits
@@ -292,6 +301,7 @@ class Engine:
             steps=steps,
             guidance_scale=guidance,
             strength=strength,
+            output=output,
         )
 
     def generate(

@@ -314,32 +314,28 @@ def encode_images(
     embed_metadata: bool,
     quality: int,
 ) -> list[StoredImage]:
-    """Encode the generated images as the request's ``output`` type (else ``default_output``),
-    with the prompt, seed and model as metadata when asked (never for an encrypted job)."""
-    from nostr_imagegen.engine.encode import encode_image
+    """The engine's encode step (``engine.encode.encode_result``) with the runner's
+    ``[output]`` settings: the request's ``output`` type (else ``default_output``), and the
+    generation's metadata when asked (never for an encrypted job)."""
+    from nostr_imagegen.engine.config import OutputConfig
+    from nostr_imagegen.engine.encode import encode_result, normalize_output_type
 
-    mime = job.output or default_output
-    metadata: dict[str, str] | None = None
-    if embed_metadata and job.encryption is None:
-        metadata = {"prompt": job.prompt, "seed": str(generated.seed), "model": generated.model}
-        if job.negative_prompt:
-            metadata["negative_prompt"] = job.negative_prompt
-    stored = []
-    for image in generated.images:
-        encoded = encode_image(image, mime, metadata=metadata, quality=quality)
-        stored.append(
-            StoredImage(
-                mime=encoded.mime,
-                sha256=encoded.sha256,
-                width=encoded.width,
-                height=encoded.height,
-                size_bytes=len(encoded.data),
-                data=encoded.data,
-            )
+    output = OutputConfig(
+        default_format=normalize_output_type(default_output).removeprefix("image/"),
+        embed_metadata=embed_metadata,
+        quality=quality,
+    )
+    return [
+        StoredImage(
+            mime=encoded.mime,
+            sha256=encoded.sha256,
+            width=encoded.width,
+            height=encoded.height,
+            size_bytes=len(encoded.data),
+            data=encoded.data,
         )
-    if not stored:
-        raise EngineError("the engine returned no image")
-    return stored
+        for encoded in encode_result(job, generated, output)
+    ]
 
 
 async def upload_images(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _cli_support import DVM_TOML, ENGINE_TOML
+from _cli_support import DVM_TOML, ENGINE_TOML, write_config
 
 from nostr_imagegen.cli import main
 from nostr_imagegen.cli.common import NSEC_ENV, keys_from, read_event
@@ -81,8 +81,8 @@ def test_read_event_refuses_what_is_too_large_or_missing(tmp_path: Path) -> None
 
 def test_engine_part_of_an_engine_file_and_of_a_dvm_file(tmp_path: Path) -> None:
     engine, dvm = tmp_path / "engine.toml", tmp_path / "dvm.toml"
-    engine.write_text(ENGINE_TOML)
-    dvm.write_text(DVM_TOML)
+    write_config(engine, ENGINE_TOML)
+    write_config(dvm, DVM_TOML)
     from_engine, from_dvm = load_engine_part(engine), load_engine_part(dvm)
     assert type(from_engine) is type(from_dvm)
     assert from_engine == from_dvm
@@ -91,8 +91,8 @@ def test_engine_part_of_an_engine_file_and_of_a_dvm_file(tmp_path: Path) -> None
 
 def test_engine_part_names_the_mistake_in_the_file_it_was_meant_as(tmp_path: Path) -> None:
     engine, dvm = tmp_path / "engine.toml", tmp_path / "dvm.toml"
-    engine.write_text(ENGINE_TOML + "\n[modles.x]\nsource = 'y'\n")
-    dvm.write_text(DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
+    write_config(engine, ENGINE_TOML + "\n[modles.x]\nsource = 'y'\n")
+    write_config(dvm, DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
     with pytest.raises(ConfigError, match=r"modles: unknown key") as caught:
         load_engine_part(engine)
     assert "service" not in str(caught.value)
@@ -103,7 +103,7 @@ def test_engine_part_names_the_mistake_in_the_file_it_was_meant_as(tmp_path: Pat
 def test_engine_part_refuses_a_secret_key_in_a_dvm_file(tmp_path: Path) -> None:
     keys = Keys.generate()
     dvm = tmp_path / "dvm.toml"
-    dvm.write_text(DVM_TOML + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
+    write_config(dvm, DVM_TOML + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
     with pytest.raises(ConfigError, match="never write the secret key") as caught:
         load_engine_part(dvm)
     assert keys.nsec() not in str(caught.value)
@@ -114,10 +114,24 @@ def test_run_reports_a_bad_configuration_with_exit_1(
 ) -> None:
     monkeypatch.setenv(NSEC_ENV, Keys.generate().nsec())
     dvm = tmp_path / "dvm.toml"
-    dvm.write_text(DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
+    write_config(dvm, DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
     code = main(["run", "--config", str(dvm), "--out", str(tmp_path / "out"), "-"])
     assert code == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("nostr-imagegen run: ")
     assert "service.queue: unknown key" in captured.err
+
+
+def test_run_reports_a_missing_model_folder_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configuration names a local folder that is not there: refused before any job."""
+    monkeypatch.setenv(NSEC_ENV, Keys.generate().nsec())
+    engine = tmp_path / "engine.toml"
+    engine.write_text(ENGINE_TOML)  # no ./tiny beside it
+    code = main(["run", "--config", str(engine), "--out", str(tmp_path / "out"), "-"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"models.tiny.source: local path {tmp_path / 'tiny'} does not exist" in captured.err

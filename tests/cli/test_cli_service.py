@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from _cli_support import DVM_TOML
+from _cli_support import DVM_TOML, write_config
 
 from nostr_imagegen.cli import main
 from nostr_imagegen.nostr.keys import Keys
@@ -18,7 +18,7 @@ def test_serve_refuses_a_secret_key_in_the_toml(
     monkeypatch.delenv("NOSTR_IMAGEGEN_NSEC", raising=False)
     keys = Keys.generate()
     config = tmp_path / "dvm.toml"
-    config.write_text(DVM_TOML + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
+    write_config(config, DVM_TOML + f'\n[identity]\nsecret_key = "{keys.nsec()}"\n')
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "never write the secret key" in err
@@ -30,7 +30,7 @@ def test_serve_without_a_key_says_where_to_put_one(
 ) -> None:
     monkeypatch.delenv("NOSTR_IMAGEGEN_NSEC", raising=False)
     config = tmp_path / "dvm.toml"
-    config.write_text(DVM_TOML)
+    write_config(config, DVM_TOML)
     assert main(["serve", "--config", str(config)]) == 2
     assert "no secret key" in capsys.readouterr().err
 
@@ -39,7 +39,7 @@ def test_serve_with_an_invalid_configuration_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "dvm.toml"
-    config.write_text(DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
+    write_config(config, DVM_TOML.replace("[service]", "[service]\nqueue = 3"))
     assert main(["serve", "--config", str(config)]) == 2
     assert "service.queue: unknown key" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2

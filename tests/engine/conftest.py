@@ -2,7 +2,7 @@
 
 ``tiny_models`` builds an SD 1.5 and an SDXL pipeline, three LoRAs and a single-file
 checkpoint into one temporary folder (about a second), all through the code in
-``nostr_imagegen.engine.tiny``; tests load them back with the real diffusers loaders.
+``nostr_imagegen.testing``; tests load them back with the real diffusers loaders.
 torch is imported only by the fixtures that need it, so the pure tests in this folder
 (configuration, registry) stay fast.
 """
@@ -33,12 +33,12 @@ def torch_one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, torch_one_thread: None) -> TinyModels:
-    from nostr_imagegen.engine.tiny import (
+    from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import (
         build_tiny_lora,
         build_tiny_pipeline,
         save_single_file_checkpoint,
     )
-    from nostr_imagegen.imagejob.dimensions import ModelFamily
 
     root = tmp_path_factory.mktemp("tiny-models")
     sd15 = build_tiny_pipeline(root / "sd15", ModelFamily.SD15, seed=0)
@@ -60,16 +60,21 @@ def tiny_config(tiny_models: TinyModels) -> EngineConfig:
 
 @pytest.fixture
 def make_job() -> MakeJob:
-    """``make_job(("size", "64x64"), ("seed", "7"), prompt=..., image_url=...)``: a job parsed
-    by the real parser from a request signed by a customer key."""
+    """``make_job(("size", "64x64"), ("seed", "7"), prompt=..., image_url=..., output=...)``:
+    a job parsed by the real parser from a request signed by a customer key."""
 
     def make(
-        *params: Sequence[str], prompt: str = PROMPT, image_url: str | None = None
+        *params: Sequence[str],
+        prompt: str = PROMPT,
+        image_url: str | None = None,
+        output: str | None = None,
     ) -> ImageJob:
         tags: list[tuple[str, ...]] = [("i", prompt, "text")]
         if image_url is not None:
             tags.append(("i", image_url, "url"))
         tags.extend(("param", *param) for param in params)
+        if output is not None:
+            tags.append(("output", output))
         event = sign_event(UnsignedEvent(kind=5100, tags=tuple(tags)), CUSTOMER)
         return parse_image_job(event)
 

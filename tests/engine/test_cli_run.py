@@ -13,11 +13,11 @@ from _engine_support import TinyModels
 from PIL import Image
 
 from nostr_imagegen.cli import main
-from nostr_imagegen.engine.tiny import write_tiny_config
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 from nostr_imagegen.imagejob.results import parse_feedback, parse_result
 from nostr_imagegen.nostr.event import parse_event
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.testing import write_tiny_config
 
 pytestmark = pytest.mark.engine
 
@@ -130,6 +130,104 @@ def test_without_base_url_links_are_file_urls(
     with Image.open(written) as image:
         assert image.size == (128, 128)  # the native 64 pixels, upscaled twice
         assert "prompt" in image.info  # metadata embedded, as configured
+
+
+SECRET_PROMPT = "a secret purple ostrich watching the sunset"
+SECRET_NEGATIVE = "no lighthouse anywhere"
+TEXT_CHUNKS = {b"tEXt", b"iTXt", b"zTXt", b"eXIf"}
+
+
+def png_chunk_types(data: bytes) -> set[bytes]:
+    """Every chunk type in a PNG file, read from the bytes (no decoder in between)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    types, offset = set(), 8
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        types.add(data[offset + 4 : offset + 8])
+        offset += 12 + length
+    return types
+
+
+def private_tags(seed: str) -> list[list[str]]:
+    return [
+        ["i", SECRET_PROMPT, "text"],
+        ["param", "negative_prompt", SECRET_NEGATIVE],
+        ["param", "seed", seed],
+        ["param", "lora", "noise-a", "0.5"],
+    ]
+
+
+def sdk_encrypted_request(tmp_path: Path, seed: str, scheme: str) -> Path:
+    """A kind 5100 request whose inputs and params nostr-sdk encrypted to the provider."""
+    customer = nostr_sdk.Keys.generate()
+    provider = nostr_sdk.PublicKey.parse(PROVIDER.public_key)
+    payload = json.dumps(private_tags(seed))
+    if scheme == "nip44":
+        content = nostr_sdk.nip44_encrypt(
+            customer.secret_key(), provider, payload, nostr_sdk.Nip44Version.V2
+        )
+    else:
+        content = nostr_sdk.nip04_encrypt(customer.secret_key(), provider, payload)
+    tags = [["p", PROVIDER.public_key], ["encrypted"], ["output", "image/png"]]
+    event = (
+        nostr_sdk.EventBuilder(nostr_sdk.Kind(5100), content)
+        .tags([nostr_sdk.Tag.parse(tag) for tag in tags])
+        .finalize(customer)
+    )
+    path = tmp_path / "request.json"
+    path.write_text(event.as_json(), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("scheme", ["nip44", "nip04"])
+def test_an_encrypted_request_leaves_no_job_detail_in_the_file(
+    tmp_path: Path,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    scheme: str,
+) -> None:
+    """embed_metadata = true, yet the file of an encrypted job carries none of it."""
+    request_file = sdk_encrypted_request(tmp_path, "4242", scheme)
+    out = tmp_path / "images"
+    code, stdout, stderr = run_cli(
+        capsys, monkeypatch, "--config", str(config_file), "--out", str(out), str(request_file)
+    )
+    assert code == 0, stderr
+    assert "seed 4242" in stderr  # the params were decrypted and used
+    (written,) = out.iterdir()
+    data = written.read_bytes()
+    assert not png_chunk_types(data) & TEXT_CHUNKS
+    with Image.open(written) as image:
+        assert image.info == {}
+        assert not image.getexif()
+    for secret in (SECRET_PROMPT, SECRET_NEGATIVE, "noise-a"):
+        assert secret.encode() not in data
+        assert secret not in stdout  # nor in the published result, encrypted too
+
+
+def test_an_unencrypted_request_gets_the_configured_metadata(
+    tmp_path: Path,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same request in the clear: prompt, negative prompt and params in the file."""
+    tags = [*private_tags("4242"), ["output", "image/webp"], ["p", PROVIDER.public_key]]
+    request_file, _ = sdk_request(tmp_path, tags)
+    out = tmp_path / "images"
+    code, _, stderr = run_cli(
+        capsys, monkeypatch, "--config", str(config_file), "--out", str(out), str(request_file)
+    )
+    assert code == 0, stderr
+    (written,) = out.iterdir()
+    with Image.open(written) as image:
+        comment = image.getexif().get_ifd(0x8769)[0x9286]
+    metadata = json.loads(comment[8:])
+    assert metadata["prompt"] == SECRET_PROMPT
+    assert metadata["negative_prompt"] == SECRET_NEGATIVE
+    assert metadata["loras"] == "noise-a:0.5"
+    assert (metadata["seed"], metadata["model"]) == ("4242", "tiny")
 
 
 def test_rejected_request_prints_error_feedback(

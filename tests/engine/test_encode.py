@@ -1,24 +1,36 @@
-"""encode_image: PNG / JPEG / WebP bytes, content-addressed names, bounded metadata."""
+"""encode_image: PNG / JPEG / WebP bytes, content-addressed names, bounded metadata; and
+encode_result, the encode step of a served job: the [output] settings and the job's privacy."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pytest
+from _engine_support import CUSTOMER, PROMPT, MakeJob
 from PIL import Image
 
+from nostr_imagegen.engine.config import OutputConfig
 from nostr_imagegen.engine.encode import (
     MAX_METADATA_BYTES,
     MAX_METADATA_ENTRIES,
     MAX_METADATA_VALUE_CHARS,
     SUPPORTED_OUTPUT_TYPES,
     EncodedImage,
+    embedded_metadata,
     encode_image,
+    encode_result,
     normalize_output_type,
 )
-from nostr_imagegen.errors import ConfigError, JobRejected
+from nostr_imagegen.errors import ConfigError, EngineError, JobRejected
+from nostr_imagegen.imagejob.model import ImageJob
+from nostr_imagegen.imagejob.request import parse_image_job
+from nostr_imagegen.nostr.encryption import EncryptionScheme, encrypt
+from nostr_imagegen.nostr.event import UnsignedEvent, sign_event
+from nostr_imagegen.nostr.keys import Keys
 
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
@@ -262,3 +274,98 @@ def test_repr_does_not_dump_bytes() -> None:
     encoded = encode_image(_gradient())
     assert len(repr(encoded)) < 200
     assert encoded.sha256 in repr(encoded)
+
+
+# ----- encode_result: the encode step of a served job ----------------------------------------
+
+PROVIDER = Keys.generate()
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A generation that does not describe itself (what a test double or another engine
+    returns): only images, seed and model."""
+
+    images: Sequence[Image.Image]
+    seed: int = 42
+    model: str = "tiny"
+
+
+@dataclass(frozen=True)
+class Described(Generated):
+    def metadata(self) -> dict[str, str]:
+        return {"prompt": PROMPT, "seed": str(self.seed), "model": self.model, "steps": "2"}
+
+
+def encrypted_job(scheme: EncryptionScheme, output: str | None = None) -> ImageJob:
+    secret = [["i", PROMPT, "text"], ["param", "negative_prompt", "blurry"], ["param", "seed", "7"]]
+    content = encrypt(json.dumps(secret), CUSTOMER, PROVIDER.public_key, scheme)
+    tags: list[tuple[str, ...]] = [("p", PROVIDER.public_key), ("encrypted",)]
+    if output is not None:
+        tags.append(("output", output))
+    event = sign_event(UnsignedEvent(kind=5100, tags=tuple(tags), content=content), CUSTOMER)
+    return parse_image_job(event, provider=PROVIDER)
+
+
+EMBED = OutputConfig(embed_metadata=True)
+
+
+@pytest.mark.parametrize("scheme", list(EncryptionScheme))
+@pytest.mark.parametrize("output", ["image/png", "image/jpeg", "image/webp"])
+def test_an_encrypted_job_gets_no_metadata_whatever_the_config(
+    scheme: EncryptionScheme, output: str
+) -> None:
+    job = encrypted_job(scheme, output)
+    assert job.encrypted
+    assert job.prompt == PROMPT  # decrypted: the prompt is known here
+    result = Described([_gradient()])
+    assert embedded_metadata(job, result, EMBED) is None
+    (encoded,) = encode_result(job, result, EMBED)
+    decoded = _decode(encoded)
+    assert PROMPT.encode() not in encoded.data
+    assert b"blurry" not in encoded.data
+    assert not getattr(decoded, "text", {})
+    assert _exif_metadata(decoded) is None
+    # The same bytes as with metadata turned off: nothing of the job is in them.
+    assert encoded == encode_result(job, result, OutputConfig())[0]
+
+
+def test_an_unencrypted_job_gets_the_metadata_only_when_configured(make_job: MakeJob) -> None:
+    job = make_job(("negative_prompt", "blurry"), output="image/webp")
+    described, plain = Described([_gradient()]), Generated([_gradient()])
+    assert embedded_metadata(job, described, OutputConfig()) is None
+    assert embedded_metadata(job, described, EMBED) == described.metadata()
+    # A result that does not describe itself: what the job and the result say.
+    assert embedded_metadata(job, plain, EMBED) == {
+        "prompt": PROMPT,
+        "negative_prompt": "blurry",
+        "seed": "42",
+        "model": "tiny",
+    }
+    (encoded,) = encode_result(job, described, EMBED)
+    assert _exif_metadata(_decode(encoded)) == described.metadata()
+
+
+def test_encode_result_follows_the_output_config(make_job: MakeJob) -> None:
+    images = Generated([_gradient(), _gradient(32, 48)])
+    untagged, tagged = make_job(), make_job(output="image/png")
+    assert [e.mime for e in encode_result(untagged, images)] == ["image/png", "image/png"]
+    jpeg = OutputConfig(default_format="jpeg", quality=20)
+    low = encode_result(untagged, images, jpeg)
+    assert [(e.mime, e.width, e.height) for e in low] == [
+        ("image/jpeg", 48, 32),
+        ("image/jpeg", 32, 48),
+    ]
+    assert low[0] == encode_image(_gradient(), "image/jpeg", quality=20)
+    high = encode_result(untagged, images, jpeg.model_copy(update={"quality": 95}))
+    assert len(high[0].data) > len(low[0].data)
+    # The request's own type wins over the default.
+    assert encode_result(tagged, images, jpeg)[0].mime == "image/png"
+
+
+def test_encode_result_refusals(make_job: MakeJob) -> None:
+    with pytest.raises(JobRejected, match="image/gif") as caught:
+        encode_result(make_job(output="image/gif"), Generated([_gradient()]))
+    assert caught.value.tag == ("output", "image/gif")
+    with pytest.raises(EngineError, match="no image"):
+        encode_result(make_job(), Generated([]))

@@ -10,10 +10,10 @@ import pytest
 from _engine_support import MakeJob, TinyModels, tiny_config_data
 from PIL import Image
 
-from nostr_imagegen.engine.config import EngineConfig, ModelConfig
+from nostr_imagegen.engine.config import EngineConfig, ModelConfig, OutputConfig
 from nostr_imagegen.engine.generate import Engine, GenerationResult
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
-from nostr_imagegen.imagejob.dimensions import ModelFamily
+from nostr_imagegen.imagejob.dimensions import ModelFamily, job_dimensions
 from nostr_imagegen.imagejob.model import Ratio
 
 pytestmark = pytest.mark.engine
@@ -156,6 +156,54 @@ def test_limits_reject_steps_and_guidance(tiny_models: TinyModels, make_job: Mak
     assert engine.plan(make_job(("size", "128x64"))).dimensions.width == 128
     plan = engine.plan(make_job(("steps", "3"), ("guidance_scale", "9")))
     assert (plan.steps, plan.guidance_scale) == (3, 9.0)
+
+
+def test_plan_refuses_an_output_type_it_cannot_write_without_loading_a_model(
+    tiny_config: EngineConfig, make_job: MakeJob
+) -> None:
+    loaded: list[str] = []
+
+    def loader(model: ModelConfig, device: str, dtype: Any) -> Any:
+        loaded.append(model.source)
+        raise AssertionError("a rejected job must not load a model")
+
+    engine = Engine(tiny_config, loader=loader)
+    gif = make_job(output="image/gif")
+    with pytest.raises(JobRejected, match="'image/gif' is not supported; use one of") as caught:
+        engine.plan(gif)
+    assert caught.value.tag == ("output", "image/gif")
+    with pytest.raises(JobRejected, match="image/gif"):
+        engine.generate(gif)
+    assert loaded == []
+    assert engine.cache.loaded() == []
+    # What it can write: the request's type (any spelling), else the configured default.
+    assert engine.plan(make_job(output="image/JPG")).output == "image/jpeg"
+    assert engine.plan(make_job()).output == "image/png"
+    webp = tiny_config.model_copy(update={"output": OutputConfig(default_format="webp")})
+    assert Engine(webp, loader=loader).plan(make_job()).output == "image/webp"
+
+
+def test_plan_sizes_are_job_dimensions_under_the_engine_limits(
+    tiny_models: TinyModels, make_job: MakeJob
+) -> None:
+    """One rule for sizes: the engine's [limits] are what job_dimensions applies."""
+    config = EngineConfig.from_mapping(
+        tiny_config_data(tiny_models, limits={"max_pixels": 128 * 128, "max_output_side": 200})
+    )
+    engine = Engine(config)
+    limits = config.limits.dimension_limits()
+    for params in [(), (("ratio", "16:9"),), (("size", "100x70"),), (("upscale", "2"),)]:
+        job = make_job(*params)
+        assert engine.plan(job).dimensions == job_dimensions(
+            job, ModelFamily.SD15, native_size=64, limits=limits
+        )
+    for refused in [("size", "192x192"), ("upscale", "4")]:
+        job = make_job(refused)
+        with pytest.raises(JobRejected) as by_engine:
+            engine.plan(job)
+        with pytest.raises(JobRejected) as by_function:
+            job_dimensions(job, ModelFamily.SD15, native_size=64, limits=limits)
+        assert str(by_engine.value) == str(by_function.value)
 
 
 def test_sdxl_family(engine: Engine, make_job: MakeJob) -> None:

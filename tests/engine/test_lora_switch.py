@@ -41,39 +41,14 @@ def lora_params(loras: Loras) -> list[tuple[str, ...]]:
     return [("lora", name, f"{weight:g}") for name, weight in loras]
 
 
-def build_text_encoder_lora(folder: Path, pipeline_folder: Path) -> Path:
-    """A LoRA on the UNet and the text encoder with lora_alpha != r (scale 2 * weight), so
-    both components and the alpha/r scaling are compared too."""
-    import torch
-    from peft import LoraConfig, get_peft_model_state_dict
-    from transformers import CLIPTextModel
-
-    diffusers: Any = importlib.import_module("diffusers")
-    to_diffusers = importlib.import_module("diffusers.utils").convert_state_dict_to_diffusers
-    unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_folder, subfolder="unet")
-    text_encoder: Any = CLIPTextModel.from_pretrained(pipeline_folder, subfolder="text_encoder")
-    torch.manual_seed(5)
-    unet.add_adapter(
-        LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_v"])
-    )
-    text_encoder.add_adapter(
-        LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
-    )
-    with warnings.catch_warnings():  # peft looks for a hub config of the text encoder
-        warnings.filterwarnings("ignore", message="Could not find a config file")
-        text_encoder_layers = get_peft_model_state_dict(text_encoder)
-    diffusers.StableDiffusionPipeline.save_lora_weights(
-        folder,
-        unet_lora_layers=to_diffusers(get_peft_model_state_dict(unet)),
-        text_encoder_lora_layers=to_diffusers(text_encoder_layers),
-        safe_serialization=True,
-    )
-    return folder / "pytorch_lora_weights.safetensors"
-
-
 @pytest.fixture(scope="module")
 def lora_te(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_text_encoder_lora(tmp_path_factory.mktemp("lora-te"), tiny_models.sd15)
+    """A LoRA on the UNet and the text encoder with lora_alpha != r (scale 2 * weight), so
+    both components and the alpha/r scaling are compared too."""
+    from nostr_imagegen.testing import build_tiny_lora
+
+    folder = tmp_path_factory.mktemp("lora-te")
+    return build_tiny_lora(folder, tiny_models.sd15, seed=5, rank=2, alpha=4, text_encoder=True)
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,9 @@ def test_load_failure_is_an_engine_error_without_the_path(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
     data = tiny_config_data(tiny_models)
-    data["models"]["broken"] = {"source": str(tmp_path / "nowhere"), "family": "sd15"}
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()  # there (the configuration checks that), but no model_index.json in it
+    data["models"]["broken"] = {"source": str(broken), "family": "sd15"}
     import torch
 
     cache = PipelineCache(EngineConfig.from_mapping(data), "cpu", torch.float32)
@@ -161,7 +163,9 @@ def test_lora_failure_leaves_no_adapter(tiny_models: TinyModels, tmp_path: Path)
     import torch
 
     data = tiny_config_data(tiny_models)
-    data["loras"]["broken"] = {"source": str(tmp_path / "no.safetensors"), "family": "sd15"}
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    data["loras"]["broken"] = {"source": str(broken), "family": "sd15"}
     cache = PipelineCache(EngineConfig.from_mapping(data), "cpu", torch.float32)
     entry = cache.get("tiny")
     with pytest.raises(EngineError, match="LoRA 'broken' could not be loaded"):
@@ -177,7 +181,7 @@ def test_lora_failure_leaves_no_adapter(tiny_models: TinyModels, tmp_path: Path)
 def test_tiny_builders(tmp_path: Path) -> None:
     from diffusers import UNet2DConditionModel
 
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline, tiny_tokenizer
+    from nostr_imagegen.testing import build_tiny_pipeline, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     ids = tokenizer("ab c").input_ids

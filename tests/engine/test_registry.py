@@ -17,9 +17,9 @@ CONFIG = EngineConfig.from_mapping(
             "turbo": {"source": "x/turbo", "family": "sdxl", "default": True},
         },
         "loras": {
-            "pixel-art": {"source": "p.safetensors", "family": "sdxl", "weight": 0.8},
-            "ink": {"source": "i.safetensors", "family": "sdxl"},
-            "old-film": {"source": "o.safetensors", "family": "sd15"},
+            "pixel-art": {"source": "loras/pixel-art", "family": "sdxl", "weight": 0.8},
+            "ink": {"source": "loras/ink", "family": "sdxl"},
+            "old-film": {"source": "loras/old-film", "family": "sd15"},
         },
         "limits": {"max_loras": 2, "max_lora_weight": 1.5},
     }

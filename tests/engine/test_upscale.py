@@ -2,14 +2,19 @@
 
 spandrel imports torchvision at import time (for two architectures we never use), and
 torchvision cannot be installed here without dragging in a CUDA torch. The library's
-``import_spandrel`` imports it anyway, as an operator's machine would; the architectures under
-test (RRDBNet, SRVGGNetCompact) never touch torchvision.
+``import_spandrel`` imports it anyway, as an operator's machine would, behind a stand-in it
+removes again, and never over a torchvision that is there; the architectures under test
+(RRDBNet, SRVGGNetCompact) never touch torchvision.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nostr_imagegen.engine.spandrel_import import import_spandrel
+from nostr_imagegen.engine.spandrel_import import (
+    STAND_IN_MODULES,
+    import_spandrel,
+    missing_torchvision_stand_in,
+)
 from nostr_imagegen.engine.upscale import (
     MAX_UPSCALE_FACTOR,
     LanczosUpscaler,
@@ -316,9 +325,90 @@ def test_unknown_or_missing_weights_are_config_errors(spandrel: Any, tmp_path: P
 
 def test_spandrel_import_leaves_no_fake_torchvision_behind(spandrel: Any) -> None:
     """Other libraries (transformers, diffusers) must not see a torchvision that is not there."""
-    import importlib.util
-
     if importlib.util.find_spec("torchvision") is None:
         assert "torchvision" not in sys.modules
         assert "torchvision.transforms.functional" not in sys.modules
     assert hasattr(spandrel, "ModelLoader")
+
+
+def _spandrel_and_torchvision_modules() -> dict[str, Any]:
+    return {
+        name: module
+        for name, module in sys.modules.items()
+        if name.split(".")[0] in ("spandrel", "torchvision")
+    }
+
+
+@pytest.fixture
+def fresh_import(spandrel: Any) -> Iterator[None]:
+    """spandrel (and any torchvision) out of ``sys.modules`` for the test, so the next import
+    is a real one; everything put back afterwards, whatever the test imported."""
+    saved = _spandrel_and_torchvision_modules()
+    for name in saved:
+        del sys.modules[name]
+    yield
+    for name in _spandrel_and_torchvision_modules():
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def _fake_torchvision(*, complete: bool) -> dict[str, types.ModuleType]:
+    """Modules standing for an installed torchvision: all three spandrel imports, or the
+    package alone (as a broken install would leave it)."""
+    root = types.ModuleType("torchvision")
+    if not complete:
+        return {"torchvision": root}
+    transforms = types.ModuleType("torchvision.transforms")
+    functional = types.ModuleType("torchvision.transforms.functional")
+    functional.InterpolationMode = object()  # type: ignore[attr-defined]
+    functional.rotate = functional.normalize = len  # type: ignore[attr-defined]
+    root.__path__ = []  # a package
+    root.transforms, transforms.functional = transforms, functional  # type: ignore[attr-defined]
+    transforms.__path__ = []
+    return {module.__name__: module for module in (root, transforms, functional)}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is not None,
+    reason="torchvision is installed: no stand-in is ever used",
+)
+def test_without_torchvision_spandrel_is_imported_behind_a_stand_in_then_removed(
+    fresh_import: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="nostr_imagegen.engine.spandrel_import"):
+        spandrel = import_spandrel()
+    assert hasattr(spandrel, "ModelLoader")
+    assert "importing behind a stand-in" in caplog.text
+    assert "stand-in removed" in caplog.text
+    assert not [name for name in STAND_IN_MODULES if name in sys.modules]
+    # Only the unused architecture holds the stand-in, and it refuses to work.
+    lama = sys.modules["spandrel.architectures.LaMa.__arch.LaMa"]
+    with pytest.raises(RuntimeError, match="torchvision is not installed"):
+        lama.rotate(None, 90)
+
+
+def test_a_torchvision_present_is_never_shadowed(
+    fresh_import: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    complete = _fake_torchvision(complete=True)
+    for name, module in complete.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with caplog.at_level(logging.DEBUG, logger="nostr_imagegen.engine.spandrel_import"):
+        import_spandrel()
+    assert "stand-in" not in caplog.text
+    lama = sys.modules["spandrel.architectures.LaMa.__arch.LaMa"]
+    assert lama.rotate is len  # spandrel took the torchvision that was there
+    assert all(sys.modules[name] is module for name, module in complete.items())
+    with pytest.raises(RuntimeError, match="refusing to shadow"), missing_torchvision_stand_in():
+        pass
+
+
+def test_a_broken_torchvision_is_reported_not_papered_over(
+    fresh_import: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (broken,) = _fake_torchvision(complete=False).values()
+    monkeypatch.setitem(sys.modules, "torchvision", broken)
+    with pytest.raises(ModuleNotFoundError, match="torchvision"):
+        import_spandrel()
+    assert sys.modules["torchvision"] is broken
+    assert "spandrel" not in sys.modules

@@ -65,11 +65,11 @@ def tiny_engine_data(folder: Path, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="session", name="tiny_model_folder")
 def tiny_model_folder_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight SD 1.5 pipeline, built once per session (engine.tiny)."""
+    """A tiny random-weight SD 1.5 pipeline, built once per session (nostr_imagegen.testing)."""
     import torch
 
-    from nostr_imagegen.engine.tiny import build_tiny_pipeline
     from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import build_tiny_pipeline
 
     torch.set_num_threads(1)
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "sd15", ModelFamily.SD15, seed=0)

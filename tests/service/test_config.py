@@ -62,6 +62,7 @@ allow_private_addresses = true
 
 
 def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "models" / "tiny").mkdir(parents=True, exist_ok=True)  # BASE's local model
     path = tmp_path / "dvm.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -1,0 +1,167 @@
+"""A tiny SD 1.5 pipeline as one single-file checkpoint, the way checkpoints are shared.
+
+    >>> checkpoint = save_single_file_checkpoint(folder, Path("/tmp/tiny.safetensors"))
+    >>> StableDiffusionPipeline.from_single_file(checkpoint, config=folder)
+
+The file holds the original Stable Diffusion key layout (``model.diffusion_model.*``,
+``first_stage_model.*``, ``cond_stage_model.transformer.*``): the inverse of what diffusers'
+single-file loader converts, so loading it exercises that converter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["save_single_file_checkpoint"]
+
+
+def _resnet_to_ldm(key: str) -> str:
+    return (
+        key.replace("norm1", "in_layers.0")
+        .replace("conv1", "in_layers.2")
+        .replace("norm2", "out_layers.0")
+        .replace("conv2", "out_layers.3")
+        .replace("time_emb_proj", "emb_layers.1")
+        .replace("conv_shortcut", "skip_connection")
+    )
+
+
+def _unet_to_ldm(state: Mapping[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    """Diffusers UNet keys -> ``model.diffusion_model.*`` keys (inverse of diffusers'
+    ``convert_ldm_unet_checkpoint`` for the SD layout)."""
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "add_embedding.linear_1": "label_emb.0.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        module, leaf = key.rsplit(".", 1)
+        new: str
+        if module in fixed:
+            new = f"{fixed[module]}.{leaf}"
+        elif parts[0] == "down_blocks":
+            block, kind, index = int(parts[1]), parts[2], int(parts[3])
+            tail = ".".join(parts[4:])
+            base = 1 + block * (layers + 1)
+            if kind == "resnets":
+                new = f"input_blocks.{base + index}.0.{_resnet_to_ldm(tail)}"
+            elif kind == "attentions":
+                new = f"input_blocks.{base + index}.1.{tail}"
+            else:  # downsamplers.0.conv.*
+                new = f"input_blocks.{base + layers}.0.op.{'.'.join(parts[5:])}"
+        elif parts[0] == "mid_block":
+            kind, index, tail = parts[1], int(parts[2]), ".".join(parts[3:])
+            if kind == "resnets":
+                new = f"middle_block.{2 * index}.{_resnet_to_ldm(tail)}"
+            else:
+                new = f"middle_block.1.{tail}"
+        elif parts[0] == "up_blocks":
+            block, kind, index = int(parts[1]), parts[2], int(parts[3])
+            tail = ".".join(parts[4:])
+            base = block * (layers + 1)
+            if kind == "resnets":
+                new = f"output_blocks.{base + index}.0.{_resnet_to_ldm(tail)}"
+            elif kind == "attentions":
+                new = f"output_blocks.{base + index}.1.{tail}"
+            else:  # upsamplers.0.conv.*: after the attention when the block has one
+                has_attention = any(k.startswith(f"up_blocks.{block}.attentions.") for k in state)
+                slot = 2 if has_attention else 1
+                new = f"output_blocks.{base + layers}.{slot}.conv.{'.'.join(parts[5:])}"
+        else:
+            raise ValueError(f"no single-file name for UNet weight {key}")
+        out[f"model.diffusion_model.{new}"] = tensor
+    return out
+
+
+def _vae_to_ldm(state: Mapping[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    """Diffusers VAE keys -> ``first_stage_model.*`` keys."""
+    attention = {
+        "group_norm": "norm",
+        "to_q": "q",
+        "to_k": "k",
+        "to_v": "v",
+        "to_out.0": "proj_out",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        side, rest = parts[0], parts[1:]
+        new = key
+        if rest and rest[0] == "conv_norm_out":
+            new = f"{side}.norm_out.{'.'.join(rest[1:])}"
+        elif rest and rest[0] == "down_blocks":
+            block, kind = int(rest[1]), rest[2]
+            if kind == "resnets":
+                tail = ".".join(rest[4:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.down.{block}.block.{rest[3]}.{tail}"
+            else:
+                new = f"{side}.down.{block}.downsample.conv.{'.'.join(rest[5:])}"
+        elif rest and rest[0] == "up_blocks":
+            block, kind = levels - 1 - int(rest[1]), rest[2]
+            if kind == "resnets":
+                tail = ".".join(rest[4:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.up.{block}.block.{rest[3]}.{tail}"
+            else:
+                new = f"{side}.up.{block}.upsample.conv.{'.'.join(rest[5:])}"
+        elif rest and rest[0] == "mid_block":
+            if rest[1] == "resnets":
+                tail = ".".join(rest[3:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.mid.block_{int(rest[2]) + 1}.{tail}"
+            else:
+                inner = ".".join(rest[3:])
+                for diffusers_name, ldm_name in attention.items():
+                    if inner.startswith(diffusers_name + "."):
+                        inner = ldm_name + inner[len(diffusers_name) :]
+                        break
+                new = f"{side}.mid.attn_1.{inner}"
+        out[f"first_stage_model.{new}"] = tensor
+    return out
+
+
+def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
+    """Write the SD 1.5 pipeline in ``pipeline_folder`` as one ``.safetensors`` checkpoint in
+    the original Stable Diffusion layout (``model.diffusion_model.*``, ``first_stage_model.*``,
+    ``cond_stage_model.transformer.*``), the way checkpoints are shared on model sites.
+
+    Load it back with ``StableDiffusionPipeline.from_single_file(path,
+    config=pipeline_folder)``: the folder supplies the component configs and the tokenizer.
+    """
+    diffusers: Any = importlib.import_module("diffusers")
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    pipeline_folder = Path(pipeline_folder)
+    index = json.loads((pipeline_folder / "model_index.json").read_text(encoding="utf-8"))
+    if index.get("_class_name") != "StableDiffusionPipeline":
+        raise ValueError("single-file export is implemented for SD 1.5 pipelines only")
+    unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_folder, subfolder="unet")
+    vae = diffusers.AutoencoderKL.from_pretrained(pipeline_folder, subfolder="vae")
+    text_encoder = CLIPTextModel.from_pretrained(pipeline_folder, subfolder="text_encoder")
+    checkpoint = {
+        **_unet_to_ldm(unet.state_dict(), int(unet.config.layers_per_block)),
+        **_vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)),
+        # The original layout is the transformers CLIP one, with its ``text_model.`` level
+        # (transformers 5.6 flattened CLIPTextModel and dropped it).
+        **{
+            "cond_stage_model.transformer."
+            + (key if key.startswith("text_model.") else f"text_model.{key}"): tensor
+            for key, tensor in text_encoder.state_dict().items()
+        },
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: tensor.contiguous() for key, tensor in checkpoint.items()}, str(path))
+    return path

@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     import torch
 
-    from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
     from nostr_imagegen.engine.quiet import quiet_libraries
+    from nostr_imagegen.engine_config import EngineConfig
     from nostr_imagegen.nostr.keys import Keys
 
     quiet_libraries()

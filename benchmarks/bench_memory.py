@@ -58,9 +58,9 @@ def _rss_kib() -> int:
 def child_library(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401  (imported first in both children, like any engine)
 
-    from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
     from nostr_imagegen.engine.quiet import quiet_libraries
+    from nostr_imagegen.engine_config import EngineConfig
     from nostr_imagegen.nostr.keys import Keys
 
     quiet_libraries()

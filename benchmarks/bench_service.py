@@ -83,8 +83,8 @@ def _percentile(values: list[float], fraction: float) -> float:
 def _build_engine(root: Path, steps: int, size: int, threads: int) -> Any:
     import torch
 
-    from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine_config import EngineConfig
     from nostr_imagegen.testing import build_tiny_pipeline
 
     torch.set_num_threads(threads)

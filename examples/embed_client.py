@@ -19,12 +19,8 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from nostr_imagegen.imagejob.results import ParsedFeedback
-from nostr_imagegen.nostr.encryption import EncryptionScheme
-from nostr_imagegen.nostr.event import Event
-from nostr_imagegen.nostr.keys import Keys, normalize_public_key
-from nostr_imagegen.service.client import JobClient, build_request
-from nostr_imagegen.service.relay import RelayPool
+from nostr_imagegen import EncryptionScheme, Event, Keys, ParsedFeedback
+from nostr_imagegen.service import JobClient, RelayPool, build_request
 
 
 async def customer(relay: str, provider: str) -> None:
@@ -70,12 +66,8 @@ async def customer(relay: str, provider: str) -> None:
 @contextlib.asynccontextmanager
 async def local_dvm() -> AsyncIterator[tuple[str, str]]:
     """A local relay and a tiny-model DVM (its pictures are noise), for running offline."""
-    from nostr_imagegen.engine.config import EngineConfig
-    from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.service.ledger import Ledger
-    from nostr_imagegen.service.localrelay import LocalRelay
-    from nostr_imagegen.service.runner import JobRunner
-    from nostr_imagegen.service.upload import LocalFolderHost, serve_folder
+    from nostr_imagegen.engine import Engine, EngineConfig
+    from nostr_imagegen.service import JobRunner, Ledger, LocalFolderHost, LocalRelay, serve_folder
     from nostr_imagegen.testing import build_tiny_pipeline
 
     with tempfile.TemporaryDirectory(prefix="embed-client-") as folder:
@@ -118,7 +110,7 @@ async def main() -> None:
     parser.add_argument("--provider", help="the DVM's npub or hex key")
     args = parser.parse_args()
     if args.relay and args.provider:
-        await customer(args.relay, normalize_public_key(args.provider))
+        await customer(args.relay, args.provider)
         return
     print("no --relay/--provider: starting a local relay and a tiny-model DVM")
     async with local_dvm() as (relay, provider):

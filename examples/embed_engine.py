@@ -20,15 +20,24 @@ import tempfile
 import threading
 from pathlib import Path
 
-from nostr_imagegen.engine.config import EngineConfig
-from nostr_imagegen.engine.encode import encode_result
-from nostr_imagegen.engine.generate import Engine, GenerationResult
-from nostr_imagegen.engine.quiet import quiet_libraries
-from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
-from nostr_imagegen.imagejob.model import ImageJob
-from nostr_imagegen.imagejob.request import parse_image_job
-from nostr_imagegen.nostr.event import UnsignedEvent, parse_event, sign_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen import (
+    ImageJob,
+    JobRejected,
+    Keys,
+    UnsignedEvent,
+    parse_event,
+    parse_image_job,
+    sign_event,
+)
+from nostr_imagegen.engine import (
+    Engine,
+    EngineConfig,
+    EngineError,
+    GenerationResult,
+    JobCancelled,
+    encode_result,
+    quiet_libraries,
+)
 from nostr_imagegen.testing import TINY_NATIVE_SIZE, build_tiny_lora, build_tiny_pipeline
 
 

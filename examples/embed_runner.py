@@ -20,17 +20,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nostr_imagegen.engine.config import EngineConfig
-from nostr_imagegen.engine.generate import Engine
-from nostr_imagegen.imagejob.model import ImageJob
-from nostr_imagegen.imagejob.results import parse_feedback, parse_result
-from nostr_imagegen.nostr.event import Event
-from nostr_imagegen.nostr.keys import Keys
-from nostr_imagegen.nostr.messages import Filter
-from nostr_imagegen.service.client import build_request
-from nostr_imagegen.service.ledger import Ledger
-from nostr_imagegen.service.runner import Announcement, JobRunner, RunnerOptions
-from nostr_imagegen.service.upload import LocalFolderHost
+from nostr_imagegen import Event, Filter, ImageJob, Keys, parse_feedback, parse_result
+from nostr_imagegen.engine import Engine, EngineConfig
+from nostr_imagegen.service import (
+    Announcement,
+    JobRunner,
+    Ledger,
+    LocalFolderHost,
+    RunnerOptions,
+    build_request,
+)
 from nostr_imagegen.testing import build_tiny_pipeline
 
 

@@ -14,10 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 
-from nostr_imagegen.imagejob.request import parse_image_job
-from nostr_imagegen.imagejob.results import ImageLink, JobStatus, build_feedback, build_result
-from nostr_imagegen.nostr.event import Event, UnsignedEvent, parse_event, sign_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen import (
+    Event,
+    ImageLink,
+    JobStatus,
+    Keys,
+    UnsignedEvent,
+    build_feedback,
+    build_result,
+    parse_event,
+    parse_image_job,
+    sign_event,
+)
 
 
 def show(title: str, event: Event) -> None:

@@ -185,7 +185,7 @@ async def _engine(
             say(f"  NOTE      the configured model cannot be used: {exc}")
             say("            falling back to the built-in tiny model")
     say("  building  the tiny random-weight model...")
-    from nostr_imagegen.engine.config import EngineConfig
+    from nostr_imagegen.engine_config import EngineConfig
     from nostr_imagegen.imagejob.dimensions import ModelFamily
     from nostr_imagegen.testing import build_tiny_pipeline
 

@@ -57,8 +57,8 @@ from nostr_imagegen.service.config import load_engine_part
 if TYPE_CHECKING:
     from PIL import Image
 
-    from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.encode import EncodedImage
+    from nostr_imagegen.engine_config import EngineConfig
 
 __all__ = ["register", "run"]
 

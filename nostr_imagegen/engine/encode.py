@@ -50,7 +50,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from PIL import Image, PngImagePlugin
 
-from nostr_imagegen.engine.config import OutputConfig
+from nostr_imagegen.engine_config import OutputConfig
 from nostr_imagegen.errors import ConfigError, EngineError, JobRejected
 from nostr_imagegen.imagejob.model import ImageJob
 

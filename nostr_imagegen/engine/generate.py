@@ -42,12 +42,12 @@ from typing import Any, Final
 import torch
 from PIL import Image, ImageOps
 
-from nostr_imagegen.engine.config import EngineConfig, EngineLimits
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
 from nostr_imagegen.engine.encode import output_type
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
 from nostr_imagegen.engine.registry import Registry
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
+from nostr_imagegen.engine_config import EngineConfig, EngineLimits
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, NostrImagegenError
 from nostr_imagegen.imagejob.dimensions import Dimensions, ModelFamily, job_dimensions
 from nostr_imagegen.imagejob.model import ImageJob, Ratio

@@ -47,7 +47,7 @@ from typing import Any, Final
 
 import torch
 
-from nostr_imagegen.engine.config import EngineConfig, LoraConfig, ModelConfig
+from nostr_imagegen.engine_config import EngineConfig, LoraConfig, ModelConfig
 from nostr_imagegen.errors import ConfigError, EngineError
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 

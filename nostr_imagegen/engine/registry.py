@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from nostr_imagegen.engine.config import EngineConfig, LoraConfig, ModelConfig
+from nostr_imagegen.engine_config import EngineConfig, LoraConfig, ModelConfig
 from nostr_imagegen.errors import JobRejected
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 from nostr_imagegen.imagejob.model import LoraRequest

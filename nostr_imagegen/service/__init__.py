@@ -1,0 +1,149 @@
+"""The DVM service: relays, the job runner, its ledger, image hosting and input fetching.
+
+The public names of the service layer are the ones ``__all__`` lists below; the modules
+under ``nostr_imagegen.service`` are internal. Importing this package loads websockets and
+httpx (the ``service`` extra), never torch: the engine is loaded only when a runner is given
+one or ``serve`` builds it.
+
+    from nostr_imagegen import Keys
+    from nostr_imagegen.service import JobRunner, Ledger, LocalFolderHost, RelayPool
+
+    async with RelayPool(["wss://relay.example"], keys=keys) as pool:
+        runner = JobRunner(keys=keys, pool=pool, engine=engine, ledger=Ledger(path),
+                           hosts=[LocalFolderHost(folder, "https://img.example")])
+        await runner.run()
+
+The relay wire layer underneath ``RelayPool`` is sans-I/O and pure (``RelaySession``, the
+``encode_*`` functions, ``decode_relay_message`` and the message types): it is listed here
+because it is the relay protocol, and a program with its own sockets can drive it.
+"""
+
+from nostr_imagegen.errors import FetchError, LedgerError, RelayError, ServiceError, UploadError
+from nostr_imagegen.nostr.messages import (
+    RelayAuth,
+    RelayClosed,
+    RelayEose,
+    RelayEvent,
+    RelayMessage,
+    RelayNotice,
+    RelayOk,
+    decode_relay_message,
+    encode_auth,
+    encode_close,
+    encode_event,
+    encode_req,
+)
+from nostr_imagegen.nostr.session import (
+    AuthChallenge,
+    AuthResult,
+    EndOfStoredEvents,
+    EventReceived,
+    Happening,
+    Notice,
+    PublishAcked,
+    RelaySession,
+    SubscriptionClosed,
+)
+from nostr_imagegen.service.app import serve
+from nostr_imagegen.service.client import JobClient, JobOutcome, build_request, submit_job
+from nostr_imagegen.service.config import (
+    ServiceConfig,
+    load_engine_part,
+    load_keys,
+    load_service_config,
+)
+from nostr_imagegen.service.fetch import FetchedImage, FetchPolicy, fetch_image
+from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
+from nostr_imagegen.service.localrelay import LocalRelay
+from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
+from nostr_imagegen.service.relay import PublishResult, RelayOutcome, RelayPool, RelayStatus
+from nostr_imagegen.service.runner import JobRunner
+from nostr_imagegen.service.seams import (
+    ClientPoolLike,
+    EngineLike,
+    GenerationLike,
+    NamedOffer,
+    OfferLike,
+    PaymentCheck,
+    PricingPolicy,
+    PublishOutcome,
+    RelayPoolLike,
+)
+from nostr_imagegen.service.upload import (
+    BlossomHost,
+    ImageHost,
+    LocalFolderHost,
+    Nip96Host,
+    UploadedImage,
+    serve_folder,
+    upload_with_fallback,
+)
+
+__all__ = [
+    "Announcement",
+    "AuthChallenge",
+    "AuthResult",
+    "BlossomHost",
+    "ClientPoolLike",
+    "EndOfStoredEvents",
+    "EngineLike",
+    "EventReceived",
+    "FetchError",
+    "FetchPolicy",
+    "FetchedImage",
+    "GenerationLike",
+    "Happening",
+    "ImageHost",
+    "JobClient",
+    "JobOutcome",
+    "JobRecord",
+    "JobRunner",
+    "JobState",
+    "Ledger",
+    "LedgerError",
+    "LocalFolderHost",
+    "LocalRelay",
+    "NamedOffer",
+    "Nip96Host",
+    "Notice",
+    "OfferLike",
+    "PaymentCheck",
+    "PricingPolicy",
+    "PublishAcked",
+    "PublishOutcome",
+    "PublishResult",
+    "RelayAuth",
+    "RelayClosed",
+    "RelayEose",
+    "RelayError",
+    "RelayEvent",
+    "RelayMessage",
+    "RelayNotice",
+    "RelayOk",
+    "RelayOutcome",
+    "RelayPool",
+    "RelayPoolLike",
+    "RelaySession",
+    "RelayStatus",
+    "RunnerOptions",
+    "RunnerStats",
+    "ServiceConfig",
+    "ServiceError",
+    "SubscriptionClosed",
+    "UploadError",
+    "UploadedImage",
+    "build_request",
+    "decode_relay_message",
+    "encode_auth",
+    "encode_close",
+    "encode_event",
+    "encode_req",
+    "fetch_image",
+    "load_engine_part",
+    "load_keys",
+    "load_service_config",
+    "serve",
+    "serve_folder",
+    "submit_job",
+    "upload_with_fallback",
+]

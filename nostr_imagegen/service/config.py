@@ -1,8 +1,8 @@
 """The DVM's configuration: the engine's TOML plus the service sections, and key loading.
 
 One TOML file. The engine's keys (``device``, ``dtype``, ``[models.*]``, ``[loras.*]``,
-``[limits]``, ``[cache]``, ``[upscaler]``, ``[output]``; see ``engine.config``) sit at the top
-level beside these sections::
+``[limits]``, ``[cache]``, ``[upscaler]``, ``[output]``; see ``nostr_imagegen.engine_config``)
+sit at the top level beside these sections::
 
     [service]
     relays = ["wss://relay.damus.io", "wss://nos.lol"]
@@ -74,7 +74,7 @@ from pydantic import (
     field_validator,
 )
 
-from nostr_imagegen.engine.config import EngineConfig, read_config_file
+from nostr_imagegen.engine_config import EngineConfig, read_config_file
 from nostr_imagegen.errors import ConfigError, KeyFormatError
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin

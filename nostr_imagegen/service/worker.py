@@ -317,8 +317,8 @@ def encode_images(
     """The engine's encode step (``engine.encode.encode_result``) with the runner's
     ``[output]`` settings: the request's ``output`` type (else ``default_output``), and the
     generation's metadata when asked (never for an encrypted job)."""
-    from nostr_imagegen.engine.config import OutputConfig
     from nostr_imagegen.engine.encode import encode_result, normalize_output_type
+    from nostr_imagegen.engine_config import OutputConfig
 
     output = OutputConfig(
         default_format=normalize_output_type(default_output).removeprefix("image/"),

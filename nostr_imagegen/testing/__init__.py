@@ -13,8 +13,6 @@ Building one needs the engine extra (torch, diffusers, transformers, peft), impo
 a builder runs. ``import nostr_imagegen`` never imports this package.
 """
 
-from __future__ import annotations
-
 from nostr_imagegen.testing.config import write_tiny_config
 from nostr_imagegen.testing.loras import build_tiny_lora
 from nostr_imagegen.testing.pipelines import (

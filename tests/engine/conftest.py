@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 from _engine_support import CUSTOMER, PROMPT, MakeJob, TinyModels, tiny_config_data
 
-from nostr_imagegen.engine.config import EngineConfig
+from nostr_imagegen.engine_config import EngineConfig
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import parse_image_job
 from nostr_imagegen.nostr.event import UnsignedEvent, sign_event

@@ -13,7 +13,6 @@ import pytest
 from _engine_support import CUSTOMER, PROMPT, MakeJob
 from PIL import Image
 
-from nostr_imagegen.engine.config import OutputConfig
 from nostr_imagegen.engine.encode import (
     MAX_METADATA_BYTES,
     MAX_METADATA_ENTRIES,
@@ -25,6 +24,7 @@ from nostr_imagegen.engine.encode import (
     encode_result,
     normalize_output_type,
 )
+from nostr_imagegen.engine_config import OutputConfig
 from nostr_imagegen.errors import ConfigError, EngineError, JobRejected
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import parse_image_job

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nostr_imagegen.engine.config import EngineConfig, is_local_path, load_engine_config
+from nostr_imagegen.engine_config import EngineConfig, is_local_path, load_engine_config
 from nostr_imagegen.errors import ConfigError
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 

@@ -10,8 +10,8 @@ import pytest
 from _engine_support import MakeJob, TinyModels, tiny_config_data
 from PIL import Image
 
-from nostr_imagegen.engine.config import EngineConfig, ModelConfig, OutputConfig
 from nostr_imagegen.engine.generate import Engine, GenerationResult
+from nostr_imagegen.engine_config import EngineConfig, ModelConfig, OutputConfig
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected
 from nostr_imagegen.imagejob.dimensions import ModelFamily, job_dimensions
 from nostr_imagegen.imagejob.model import Ratio

@@ -15,8 +15,8 @@ from _engine_support import PROMPT, MakeJob, TinyModels, tiny_config_data
 from PIL import Image
 
 from nostr_imagegen.engine import pipelines
-from nostr_imagegen.engine.config import EngineConfig
 from nostr_imagegen.engine.generate import Engine
+from nostr_imagegen.engine_config import EngineConfig
 from nostr_imagegen.errors import EngineError
 
 pytestmark = pytest.mark.engine

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from _engine_support import TinyModels, tiny_config_data
 
-from nostr_imagegen.engine.config import EngineConfig, ModelConfig
 from nostr_imagegen.engine.pipelines import PipelineCache, estimate_bytes, load_pipeline
+from nostr_imagegen.engine_config import EngineConfig, ModelConfig
 from nostr_imagegen.errors import EngineError
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from _engine_support import MakeJob
 
-from nostr_imagegen.engine.config import EngineConfig
 from nostr_imagegen.engine.quiet import quiet_libraries
+from nostr_imagegen.engine_config import EngineConfig
 
 pytestmark = pytest.mark.engine
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nostr_imagegen.engine.config import EngineConfig
 from nostr_imagegen.engine.registry import Registry
+from nostr_imagegen.engine_config import EngineConfig
 from nostr_imagegen.errors import JobRejected
 from nostr_imagegen.imagejob.dimensions import ModelFamily
 from nostr_imagegen.imagejob.model import LoraRequest

@@ -78,8 +78,8 @@ def tiny_model_folder_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session", name="tiny_engine")
 def tiny_engine_fixture(tiny_model_folder: Path) -> Any:
     """One loaded ``Engine`` over the tiny model, shared by the session's tests."""
-    from nostr_imagegen.engine.config import EngineConfig
     from nostr_imagegen.engine.generate import Engine
+    from nostr_imagegen.engine_config import EngineConfig
 
     engine = Engine(EngineConfig.from_mapping(tiny_engine_data(tiny_model_folder)))
     engine.warm()

@@ -1,5 +1,10 @@
 """The operator's engine configuration: which models and LoRAs are offered, and the limits.
 
+It lives beside the engine package rather than in it because it is pure (pydantic, no
+torch): the service configuration extends it and the CLI reads it without loading torch and
+diffusers, which importing ``nostr_imagegen.engine`` does. Embedders import its public names
+from ``nostr_imagegen.engine``.
+
 Read from TOML (``load_engine_config``) or from an already parsed mapping
 (``EngineConfig.from_mapping``, for a service configuration that embeds these fields)::
 

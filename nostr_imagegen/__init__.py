@@ -48,6 +48,7 @@ _LAZY: dict[str, str] = {
     "sign_event": "nostr_imagegen.nostr.event",
     "verify_event": "nostr_imagegen.nostr.event",
     "Keys": "nostr_imagegen.nostr.keys",
+    "Signer": "nostr_imagegen.nostr.signer",
     "EncryptionScheme": "nostr_imagegen.nostr.encryption",
     "Filter": "nostr_imagegen.nostr.messages",
     "decode_relay_message": "nostr_imagegen.nostr.messages",
@@ -176,6 +177,7 @@ __all__ = [
     "RunnerOptions",
     "ServiceConfig",
     "ServiceError",
+    "Signer",
     "UnsignedEvent",
     "UnsupportedKind",
     "UploadError",
@@ -254,6 +256,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from nostr_imagegen.nostr.keys import Keys
     from nostr_imagegen.nostr.messages import Filter, decode_relay_message
+    from nostr_imagegen.nostr.signer import Signer
     from nostr_imagegen.service.client import JobClient, JobOutcome, build_request, submit_job
     from nostr_imagegen.service.config import ServiceConfig, load_keys, load_service_config
     from nostr_imagegen.service.fetch import FetchPolicy, fetch_image

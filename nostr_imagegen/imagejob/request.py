@@ -548,7 +548,7 @@ def parse_image_job(
             raise _too_many_tags(len(clear_tags) + len(inner), limits)
         _check_and_group(inner, limits, groups)
 
-    inputs = tuple([InputTag.parse(tag) for tag in groups.get(InputTag.NAME, [])])
+    inputs = tuple(InputTag.parse(tag) for tag in groups.get(InputTag.NAME, []))
     prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
     # Every param tag is checked to have a key and a value before any is read.
     params = [ParamTag.parse(tag) for tag in groups.get(ParamTag.NAME, [])]

@@ -30,6 +30,7 @@ from nostr_imagegen.nostr.encryption import EncryptionScheme
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, parse_event, sign_event
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import Filter
+from nostr_imagegen.nostr.signer import Signer
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "NostrImagegenError",
     "ParsedFeedback",
     "Ratio",
+    "Signer",
     "UnsignedEvent",
     "build_feedback",
     "build_handler_info",

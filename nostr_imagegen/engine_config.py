@@ -37,8 +37,10 @@ Read from TOML (``load_engine_config``) or from an already parsed mapping
     default_format = "png"
 
 Names (the table keys) are what customers put in ``["param", "model", NAME]`` and
-``["param", "lora", NAME]``; they match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``. A request never
-names a path or a hub repository: only these names.
+``["param", "lora", NAME]``: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter
+or digit, never holding '..' (``nostr_imagegen.imagejob.model.NAME_PATTERN``, the same rule the
+request parser applies, so every name offered can be asked for). A request never names a path
+or a hub repository: only these names.
 
 Sources starting with ``./`` or ``../`` are relative to the configuration file. A source that
 is a local path (``is_local_path``) must exist when the configuration is loaded: a missing
@@ -66,6 +68,7 @@ from pydantic import (
 
 from nostr_imagegen.errors import ConfigError
 from nostr_imagegen.imagejob.dimensions import DimensionLimits, ModelFamily
+from nostr_imagegen.imagejob.model import NAME_PATTERN, NAME_RULE, is_valid_name
 
 __all__ = [
     "NAME_PATTERN",
@@ -83,10 +86,6 @@ __all__ = [
     "load_engine_config",
     "read_config_file",
 ]
-
-#: What a model or LoRA name must look like (it travels in requests and NIP-89 listings).
-NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NAME_RE: Final = re.compile(NAME_PATTERN)
 
 #: A model source ending in one of these is loaded with ``from_single_file``.
 SINGLE_FILE_SUFFIXES: Final = (".safetensors", ".ckpt")
@@ -325,11 +324,8 @@ class EngineConfig(BaseModel):
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
-            if not _NAME_RE.match(name):
-                raise ValueError(
-                    f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
-                    "starting with a letter or digit"
-                )
+            if not is_valid_name(name):
+                raise ValueError(f"name {name!r} is not a model or LoRA name: {NAME_RULE}")
         return value
 
     @field_validator("device")

@@ -36,6 +36,7 @@ PUBLIC: dict[str, dict[str, str]] = {
         "NostrImagegenError": "nostr_imagegen.errors",
         "ParsedFeedback": "nostr_imagegen.imagejob.feedback",
         "Ratio": "nostr_imagegen.imagejob.model",
+        "Signer": "nostr_imagegen.nostr.signer",
         "UnsignedEvent": "nostr_imagegen.nostr.event",
         "build_feedback": "nostr_imagegen.imagejob.feedback",
         "build_handler_info": "nostr_imagegen.imagejob.handler_info",

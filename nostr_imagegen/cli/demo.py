@@ -41,6 +41,7 @@ from nostr_imagegen.errors import NostrImagegenError, RelayError
 from nostr_imagegen.imagejob.results import JobStatus, ParsedFeedback, parse_feedback
 from nostr_imagegen.nostr.event import Event
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import FEEDBACK_KIND
 from nostr_imagegen.nostr.messages import Filter
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ async def _customer(
     say: Callable[[str], None],
     began: float,
 ) -> int:
-    from nostr_imagegen.service.client import FEEDBACK_KIND, build_request, submit_job
+    from nostr_imagegen.service.client import build_request, submit_job
 
     request = build_request(customer, prompt=args.prompt, params=DEMO_PARAMS)
     await watcher.subscribe(

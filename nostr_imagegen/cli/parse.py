@@ -25,7 +25,8 @@ from nostr_imagegen.errors import (
     NostrImagegenError,
     NotForThisProvider,
 )
-from nostr_imagegen.imagejob.request import IMAGE_GENERATION_KIND, is_request_kind, parse_image_job
+from nostr_imagegen.imagejob.request import parse_image_job
+from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND, REQUEST_KINDS, is_request_kind
 
 __all__ = ["register", "run"]
 
@@ -38,7 +39,9 @@ def _request_kind(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a kind number") from None
     if not is_request_kind(kind):
-        raise argparse.ArgumentTypeError(f"{kind} is not a job request kind (5000 to 5999)")
+        raise argparse.ArgumentTypeError(
+            f"{kind} is not a job request kind ({REQUEST_KINDS.start} to {REQUEST_KINDS.stop - 1})"
+        )
     return kind
 
 

@@ -47,11 +47,12 @@ from nostr_imagegen.errors import (
     ServiceError,
 )
 from nostr_imagegen.imagejob.model import ImageJob
-from nostr_imagegen.imagejob.request import IMAGE_GENERATION_KIND, parse_image_job
+from nostr_imagegen.imagejob.request import parse_image_job
 from nostr_imagegen.imagejob.results import ImageLink, JobStatus, build_feedback, build_result
 from nostr_imagegen.nostr.event import Event, UnsignedEvent
 from nostr_imagegen.nostr.event import sign_event as _sign
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND
 from nostr_imagegen.service.config import load_engine_part
 
 if TYPE_CHECKING:

@@ -36,6 +36,7 @@ from nostr_imagegen.imagejob.results import ParsedFeedback
 from nostr_imagegen.nostr.encryption import EncryptionScheme
 from nostr_imagegen.nostr.event import Event
 from nostr_imagegen.nostr.keys import Keys, normalize_public_key
+from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND
 
 __all__ = ["CUSTOMER_NSEC_ENV", "register", "run"]
 
@@ -71,7 +72,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--scheme", choices=[s.value for s in EncryptionScheme], default="nip44")
     parser.add_argument("--output", metavar="MIME", help="image/png, image/jpeg or image/webp")
     parser.add_argument("--bid", type=int, metavar="MSATS", help="the most you will pay")
-    parser.add_argument("--kind", type=int, default=5100, help="request kind (default 5100)")
+    parser.add_argument(
+        "--kind",
+        type=int,
+        default=IMAGE_GENERATION_KIND,
+        help=f"request kind (default {IMAGE_GENERATION_KIND})",
+    )
     parser.add_argument(
         "--reply-relay",
         action="append",

@@ -15,32 +15,24 @@ Private to ``nostr_imagegen.imagejob``: the public names live in ``results``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from nostr_imagegen.errors import EncryptionError, EventError
 from nostr_imagegen.imagejob.model import ImageJob
-from nostr_imagegen.imagejob.request import REQUEST_KINDS
 from nostr_imagegen.nostr.encryption import EncryptionScheme, detect_scheme
 from nostr_imagegen.nostr.event import Event, Tag
+from nostr_imagegen.nostr.hexkeys import is_hex64
+from nostr_imagegen.nostr.kinds import MAX_MSATS, REQUEST_KINDS
+from nostr_imagegen.nostr.urls import RELAY_SCHEMES, url_problem
 
 __all__: list[str] = []
 
-#: NIP-90 kind ranges, half-open: requests 5000..5999 (REQUEST_KINDS, from request.py),
-#: results 6000..6999.
-RESULT_KINDS = range(6000, 7000)
-FEEDBACK_KIND = 7000
-RESULT_KIND_OFFSET = 1000
-
-#: A relay hint or URL longer than this is refused (browsers cap URLs near 2 KiB too).
-MAX_URL_CHARS = 2048
-#: Largest millisat amount we write or accept: 21 million BTC in msats fits in 19 digits.
-MAX_MSATS = 21_000_000 * 100_000_000 * 1000
 #: A bolt11 invoice longer than this is refused (real ones are a few hundred characters).
 MAX_BOLT11_CHARS = 4096
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_BOLT11 = re.compile(r"^ln[0-9a-z]+$")
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_BOLT11 = re.compile(r"ln[0-9a-z]+")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -101,16 +93,11 @@ def clean_text(text: str, limit: int) -> str:
     return flat[: limit - 1].rstrip() + "…"
 
 
-def check_url(url: str, what: str, schemes: tuple[str, ...]) -> str:
-    """Return ``url`` if it is a bounded URL with one of ``schemes`` and no whitespace."""
-    if not isinstance(url, str) or not url:
-        raise EventError(f"{what} must be a non-empty string")
-    if len(url) > MAX_URL_CHARS:
-        raise EventError(f"{what} is longer than {MAX_URL_CHARS} characters")
-    if not url.lower().startswith(tuple(f"{scheme}://" for scheme in schemes)):
-        raise EventError(f"{what} must start with {' or '.join(s + '://' for s in schemes)}")
-    if not url.isprintable() or any(ch.isspace() for ch in url):
-        raise EventError(f"{what} must not contain whitespace or control characters")
+def check_url(url: str, what: str, schemes: Collection[str]) -> str:
+    """Return ``url`` if it is a URL with one of ``schemes`` (nostr_imagegen.nostr.urls)."""
+    problem = url_problem(url, schemes)
+    if problem is not None:
+        raise EventError(f"{what} {problem}")
     return url
 
 
@@ -118,7 +105,7 @@ def e_tag(request_id: str, relay_hint: str | None) -> Tag:
     """``["e", id]`` or ``["e", id, relay_hint]``."""
     if relay_hint is None:
         return ("e", request_id)
-    return ("e", request_id, check_url(relay_hint, "relay hint", ("wss", "ws")))
+    return ("e", request_id, check_url(relay_hint, "relay hint", RELAY_SCHEMES))
 
 
 def amount_tag(amount_msats: int | None, bolt11: str | None) -> Tag | None:
@@ -167,11 +154,6 @@ def request_id_from(tag: Tag | None, event: Event) -> str:
     if tag is None or len(tag) < 2:
         raise EventError(f"kind {event.kind} event {event.id} has no e tag naming the request")
     value = tag[1].lower()
-    if not _HEX64.fullmatch(value):
+    if not is_hex64(value):
         raise EventError(f"kind {event.kind} event {event.id} has an e tag that is not an id")
     return value
-
-
-def is_event_id(value: str) -> bool:
-    """True for 64 lowercase hex characters."""
-    return bool(_HEX64.fullmatch(value))

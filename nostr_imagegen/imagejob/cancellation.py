@@ -19,6 +19,8 @@ from nostr_imagegen.errors import EventError
 from nostr_imagegen.imagejob import _answer_tags as wire
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.nostr.event import Event
+from nostr_imagegen.nostr.hexkeys import is_hex64
+from nostr_imagegen.nostr.kinds import DELETION_KIND
 
 __all__ = [
     "DELETION_KIND",
@@ -28,7 +30,6 @@ __all__ = [
     "parse_cancellation",
 ]
 
-DELETION_KIND = 5
 #: Only the first this-many distinct event ids of one deletion request are read.
 MAX_CANCELLED_IDS = 256
 #: The reason (the deletion's content) is cleaned to one line of at most this many characters.
@@ -66,7 +67,7 @@ def parse_cancellation(event: Event) -> Cancellation:
         raise EventError(f"kind {event.kind} is not a deletion request ({DELETION_KIND})")
     ids: dict[str, None] = {}
     for tag in event.tags_named("e"):
-        if len(tag) > 1 and wire.is_event_id(tag[1].lower()):
+        if len(tag) > 1 and is_hex64(tag[1].lower()):
             ids.setdefault(tag[1].lower())
             if len(ids) == MAX_CANCELLED_IDS:
                 break

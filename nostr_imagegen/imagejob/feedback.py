@@ -41,7 +41,8 @@ from nostr_imagegen.imagejob import _answer_tags as wire
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.nostr.encryption import decrypt, encrypt
 from nostr_imagegen.nostr.event import Event, Tag, UnsignedEvent
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import FEEDBACK_KIND
+from nostr_imagegen.nostr.signer import Signer
 
 __all__ = [
     "MAX_FEEDBACK_CONTENT_CHARS",
@@ -113,7 +114,7 @@ def build_feedback(
     progress: float | None = None,
     queue_position: int | None = None,
     alt: str | None = None,
-    keys: Keys | None = None,
+    keys: Signer | None = None,
 ) -> UnsignedEvent:
     """A kind 7000 feedback template answering ``request`` (see the module docstring).
 
@@ -123,8 +124,9 @@ def build_feedback(
     - ``progress`` (0..1, written as a percentage) and ``queue_position`` (from 1, written
       as ``queued: position N``): only with ``processing``; joined to ``message`` with ``; ``.
     - ``content``: usually empty; a partial result (links) for ``partial``.
-    - ``keys``: the provider's keys, required when the request was encrypted (the note and
-      content are then encrypted to the customer; ``EncryptionError`` without them).
+    - ``keys``: the provider's ``Keys`` or other ``Signer``, required when the request was
+      encrypted (the note and content are then encrypted to the customer;
+      ``EncryptionError`` without them).
     """
     ref = wire.request_ref(request)
     try:
@@ -171,7 +173,7 @@ def build_feedback(
         tags.append(expires)
     if ref.encryption is not None:
         tags.append(("encrypted",))
-    return UnsignedEvent(kind=wire.FEEDBACK_KIND, tags=tuple(tags), content=body)
+    return UnsignedEvent(kind=FEEDBACK_KIND, tags=tuple(tags), content=body)
 
 
 @dataclass(frozen=True)
@@ -208,15 +210,16 @@ def _private_tags(plaintext: str) -> list[list[str]] | None:
     return data
 
 
-def parse_feedback(event: Event, *, keys: Keys | None = None) -> ParsedFeedback:
+def parse_feedback(event: Event, *, keys: Signer | None = None) -> ParsedFeedback:
     """Read a kind 7000 feedback event (customer side).
 
-    An encrypted one is decrypted with ``keys`` (the customer's); without keys, only what is
+    An encrypted one is decrypted with ``keys`` (the customer's ``Keys`` or other
+    ``Signer``); without keys, only what is
     in the clear is returned (``message`` None, ``content`` empty). Notes are cleaned to one
     line before they are returned, so they are safe to print.
     """
-    if event.kind != wire.FEEDBACK_KIND:
-        raise EventError(f"kind {event.kind} is not job feedback ({wire.FEEDBACK_KIND})")
+    if event.kind != FEEDBACK_KIND:
+        raise EventError(f"kind {event.kind} is not job feedback ({FEEDBACK_KIND})")
     status_tag: Tag | None = event.first_tag("status")
     amount_tag = event.first_tag("amount")
     e_tag = event.first_tag("e")

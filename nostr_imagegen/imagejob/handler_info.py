@@ -34,10 +34,11 @@ from nostr_imagegen.errors import EventError
 from nostr_imagegen.imagejob import _answer_tags as wire
 from nostr_imagegen.imagejob.model import Ratio
 from nostr_imagegen.nostr.event import Tag, UnsignedEvent
+from nostr_imagegen.nostr.kinds import HANDLER_INFO_KIND, IMAGE_GENERATION_KIND
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES
 
 __all__ = ["HANDLER_INFO_KIND", "MAX_IDENTIFIER_CHARS", "build_handler_info"]
 
-HANDLER_INFO_KIND = 31990
 MAX_IDENTIFIER_CHARS = 256
 _ALL_RATIOS = tuple(ratio.value for ratio in Ratio)
 _RESERVED = ("name", "about", "picture", "image", "encryptionSupported", "nip90Params")
@@ -61,7 +62,7 @@ def _names(values: Sequence[str], what: str) -> list[str]:
 def build_handler_info(
     *,
     identifier: str,
-    kinds: Sequence[int] = (5100,),
+    kinds: Sequence[int] = (IMAGE_GENERATION_KIND,),
     name: str,
     about: str,
     picture: str | None = None,
@@ -121,7 +122,7 @@ def build_handler_info(
 
     info: dict[str, Any] = {"name": name, "about": about}
     if picture is not None:
-        wire.check_url(picture, "picture", ("https", "http"))
+        wire.check_url(picture, "picture", HTTP_SCHEMES)
         info["picture"] = picture
         info["image"] = picture
     info["encryptionSupported"] = bool(encryption_supported)

@@ -20,15 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from nostr_imagegen.errors import EventError
 from nostr_imagegen.imagejob._answer_tags import check_url
 from nostr_imagegen.nostr.event import Tag
+from nostr_imagegen.nostr.hexkeys import is_hex64
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES
 
 __all__ = ["MAX_IMETA_ENTRIES", "ImageLink"]
 
 #: An imeta tag with more entries than this is refused when parsing.
 MAX_IMETA_ENTRIES = 64
-_MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DIM = re.compile(r"^([0-9]{1,6})x([0-9]{1,6})$")
-_SIZE = re.compile(r"^[0-9]{1,16}$")
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+_DIM = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
+_SIZE = re.compile(r"[0-9]{1,16}")
 
 Pixels = Annotated[int, Strict(), Field(ge=1, le=100_000)]
 Bytes = Annotated[int, Strict(), Field(ge=0, le=2**53)]
@@ -76,10 +77,10 @@ class ImageLink(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ImageLink:
         # EventError is not a ValueError, so it passes through pydantic unchanged.
-        check_url(self.url, "image url", ("https", "http"))
+        check_url(self.url, "image url", HTTP_SCHEMES)
         if self.mime is not None and not _MIME.fullmatch(self.mime):
             raise ValueError("mime must be a lowercase type/subtype such as image/png")
-        if self.sha256 is not None and not _SHA256.fullmatch(self.sha256):
+        if self.sha256 is not None and not is_hex64(self.sha256):
             raise ValueError("sha256 must be 64 lowercase hex characters")
         if (self.width is None) != (self.height is None):
             raise ValueError("width and height go together")

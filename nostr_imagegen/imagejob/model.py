@@ -14,29 +14,54 @@ The wire form it comes from (NIP-90 + the kind 5100 page)::
         ["output", "image/png"], ["bid", "10000"], ["relays", "wss://..."],
         ["p", "<provider pubkey>"], ["encrypted"]]}
 
-Every model here is frozen; nothing in them refers to a file path.
+Every model here is frozen and hashable, down to ``ImageJob.extra_params`` (an
+``ExtraParams``, a read-only mapping); nothing in them refers to a file path. Model and LoRA
+names follow ``NAME_PATTERN``, the one rule shared with the engine configuration, so a name
+an operator may offer is exactly a name a request may ask for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from nostr_imagegen.nostr.encryption import EncryptionScheme
 from nostr_imagegen.nostr.event import Event
+from nostr_imagegen.nostr.hexkeys import Hex64
 
 __all__ = [
+    "NAME_PATTERN",
+    "NAME_RULE",
     "Bid",
     "EncryptionScheme",
+    "ExtraParams",
     "ImageJob",
     "InputType",
     "JobInput",
     "LoraRequest",
     "Ratio",
+    "is_valid_name",
 ]
+
+#: A model or LoRA name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or
+#: digit, with no '..' anywhere (a dot is never followed by another): so never a path, a
+#: parent folder or a hub repository. Use ``is_valid_name``, which matches the whole string.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}")
+#: ``NAME_PATTERN`` in words, for error messages.
+NAME_RULE = (
+    "names are 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+    "and never holding '..'"
+)
+
+
+def is_valid_name(value: object) -> bool:
+    """True for a str that is a model or LoRA name as a whole (``NAME_PATTERN``)."""
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
 
 
 class InputType(StrEnum):
@@ -64,6 +89,59 @@ class Ratio(StrEnum):
         """``(width part, height part)``: ``Ratio("16:9").parts == (16, 9)``."""
         width, height = self.value.split(":")
         return int(width), int(height)
+
+
+class ExtraParams(Mapping[str, tuple[str, ...]]):
+    """The params a job carries that this library does not interpret: ``{key: (values...)}``.
+
+    A read-only, hashable mapping: ``params["sampler"]``, ``params.get("sampler")``, ``in``,
+    iteration and ``==`` with a dict work as on a dict; assigning does not. Validated as a
+    ``dict[str, tuple[str, ...]]`` where an ``ImageJob`` is built, and dumped as a dict.
+    """
+
+    __slots__ = ("_params",)
+
+    def __init__(self, params: Mapping[str, Sequence[str]] | None = None) -> None:
+        items = {} if params is None else dict(params)
+        for key, values in items.items():
+            if not isinstance(key, str) or isinstance(values, str):
+                raise TypeError("extra params map a str key to a sequence of str values")
+            if not all(isinstance(value, str) for value in values):
+                raise TypeError(f"the values of extra param {key!r} must be str")
+        self._params: dict[str, tuple[str, ...]] = {
+            key: tuple(values) for key, values in items.items()
+        }
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return self._params[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._params.items()))
+
+    def __repr__(self) -> str:
+        return f"ExtraParams({self._params!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        as_dict = handler.generate_schema(dict[str, tuple[str, ...]])
+        from_dict = core_schema.no_info_after_validator_function(cls, as_dict)
+        return core_schema.json_or_python_schema(
+            json_schema=from_dict,
+            python_schema=core_schema.union_schema(
+                [core_schema.is_instance_schema(cls), from_dict]
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                dict, return_schema=as_dict
+            ),
+        )
 
 
 class _Frozen(BaseModel):
@@ -103,12 +181,15 @@ class Bid(_Frozen):
 
 
 class ImageJob(_Frozen):
-    """A parsed, validated kind 5100 request. Build it with ``parse_image_job``."""
+    """A parsed, validated kind 5100 request. Build it with ``parse_image_job``.
+
+    Frozen and hashable: ``hash(job)`` works and no field can be changed in place.
+    """
 
     #: The request event id (64 hex): the key of everything that answers this job.
-    id: str
+    id: Hex64
     #: The customer's public key (64 hex).
-    customer: str
+    customer: Hex64
     kind: int
     created_at: int
     prompt: str
@@ -131,13 +212,14 @@ class ImageJob(_Frozen):
     #: Where the customer wants answers published, besides the provider's own relays.
     relays: tuple[str, ...] = ()
     #: Providers named in `p` tags (empty: open to any provider).
-    providers: tuple[str, ...] = ()
+    providers: tuple[Hex64, ...] = ()
     #: Set when the params arrived encrypted; results must go back encrypted the same way.
     encryption: EncryptionScheme | None = None
     #: Every `i` tag as received (after decryption), in order.
     inputs: tuple[JobInput, ...] = ()
-    #: Params this library does not interpret, kept as ``{key: (values...)}``.
-    extra_params: dict[str, tuple[str, ...]] = {}
+    #: Params this library does not interpret, read-only: ``job.extra_params["sampler"]``
+    #: is ``("euler_a",)``.
+    extra_params: ExtraParams = ExtraParams()
     #: The original signed request event (answers quote it and reply to it).
     request: Event
 
@@ -145,121 +227,3 @@ class ImageJob(_Frozen):
     def encrypted(self) -> bool:
         """True when the request's params were encrypted to the provider."""
         return self.encryption is not None
-
-
-_Model = TypeVar("_Model", bound=_Frozen)
-
-
-def construct_checked(model: type[_Model], values: dict[str, Any]) -> _Model:
-    """A ``model`` instance from ``values`` that our own parser has already checked.
-
-    For this package's parsers (not exported). ``values`` must name every field, in the
-    model's field order (for ``repr``), each value of the field's type; the dict becomes the
-    instance's own, so pass a fresh one. Does what pydantic's ``model_construct(**values)``
-    does for trusted data without its per-field alias and default handling: several times
-    faster than that, and than validating. Values that do not name exactly the model's
-    fields, or a pydantic this was not checked against (``_construct_works``), are validated
-    instead.
-    """
-    names = _FIELD_NAMES[model]
-    if _CONSTRUCT_WORKS and values.keys() == names:
-        return _instance(model, values, names)
-    return model(**values)
-
-
-def field_template(model: type[BaseModel], filled: Collection[str]) -> dict[str, Any]:
-    """Every field of ``model`` in field order, for ``construct_filled``.
-
-    ``filled``: the fields the caller fills in on every copy; they are None here, the others
-    hold their default. A field without a default, or with a mutable one, must be among
-    them: checked here, once, so that a field added to the model cannot go unfilled.
-    """
-    template: dict[str, Any] = {}
-    for name, info in model.__pydantic_fields__.items():
-        default = info.get_default(call_default_factory=False)
-        if name not in filled and (info.is_required() or not _immutable(default)):
-            raise TypeError(f"{model.__name__}.{name} has no shared default: fill it in")
-        template[name] = None if name in filled else default
-    return template
-
-
-def _immutable(value: object) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def construct_filled(model: type[_Model], values: dict[str, Any]) -> _Model:
-    """``construct_checked`` for a copy of ``field_template(model, filled)``, filled in.
-
-    Much cheaper for a model with many fields: copying the template costs less than
-    building a dict, and as the names come from the model no name needs comparing; a
-    filled-in copy can only gain names (a misspelt one), which makes it longer than the
-    model's fields and sends it to validation.
-    """
-    names = _FIELD_NAMES[model]
-    if _CONSTRUCT_WORKS and len(values) == len(names):
-        return _instance(model, values, names)
-    return model(**values)
-
-
-class _FieldNames(dict[type[BaseModel], set[str]]):
-    """Each model's field names, as a set, looked up once (through pydantic's metaclass)."""
-
-    def __missing__(self, model: type[BaseModel]) -> set[str]:
-        names = self[model] = set(model.__pydantic_fields__)
-        return names
-
-
-_FIELD_NAMES = _FieldNames()
-
-
-def _instance(model: type[_Model], values: dict[str, Any], names: set[str]) -> _Model:
-    """What pydantic's model_construct builds from ``values``, holding every field in order."""
-    instance = _new(model)
-    # The four instance slots that pydantic's own model_construct and __copy__ fill.
-    _set_dict(instance, values)
-    _set_fields_set(instance, names.copy())  # every field counts as set
-    _set_extra(instance, None)
-    _set_private(instance, None)
-    return instance
-
-
-def _slot_setter(name: str) -> Callable[[BaseModel, Any], None]:
-    """The setter of BaseModel's instance slot ``name``: past the frozen models' own
-    __setattr__, and cheaper than ``object.__setattr__`` (no lookup of the name)."""
-    setter: Callable[[BaseModel, Any], None] | None = getattr(
-        vars(BaseModel).get(name), "__set__", None
-    )
-    if setter is None:  # another pydantic's layout: _construct_works() will say no
-        return lambda instance, value: object.__setattr__(instance, name, value)
-    return setter
-
-
-_new = object.__new__  # what BaseModel.__new__ is
-_set_dict = _slot_setter("__dict__")
-_set_fields_set = _slot_setter("__pydantic_fields_set__")
-_set_extra = _slot_setter("__pydantic_extra__")
-_set_private = _slot_setter("__pydantic_private__")
-
-
-def _construct_works() -> bool:
-    """Whether ``_instance`` builds exactly what validation builds, with this pydantic."""
-    values: dict[str, Any] = {"data": "x", "type": InputType.URL, "relay": "r", "marker": None}
-    try:
-        built, validated = construct_checked(JobInput, dict(values)), JobInput(**values)
-        return (
-            built == validated
-            and repr(built) == repr(validated)
-            and built.model_fields_set == validated.model_fields_set
-            and built.model_dump() == validated.model_dump()
-            and hash(built) == hash(validated)
-        )
-    except Exception:  # pydantic internals differ: validate every time instead
-        return False
-
-
-_CONSTRUCT_WORKS = True  # on trial, for the one call below
-_CONSTRUCT_WORKS = _construct_works()

@@ -16,6 +16,10 @@ The wire form (NIP-90 + the kind 5100 page; every tag optional except a text inp
 Encrypted form: the tags ``["p", provider]`` and ``["encrypted"]`` in clear, and ``content``
 holding the NIP-04 or NIP-44 encryption (to the provider) of a JSON array of the other tags.
 
+``parse_image_job`` takes the ``Event`` that ``parse_event`` returns (shape, id and signature
+checked). Anything else, JSON text or a dict included, is a programming error: it raises
+``TypeError`` naming the type, never a refusal the runner would take for a request.
+
 The order of checks, each with its own outcome:
 
 1. kind not accepted                      -> ``UnsupportedKind`` (ignore silently)
@@ -34,7 +38,6 @@ import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 from pydantic import ValidationError
 
@@ -46,16 +49,16 @@ from nostr_imagegen.errors import (
     UnsupportedKind,
 )
 from nostr_imagegen.imagejob.model import (
-    Bid,
+    NAME_PATTERN,
+    NAME_RULE,
     EncryptionScheme,
+    ExtraParams,
     ImageJob,
     InputType,
     JobInput,
     LoraRequest,
     Ratio,
-    construct_checked,
-    construct_filled,
-    field_template,
+    is_valid_name,
 )
 from nostr_imagegen.imagejob.tags import (
     BidTag,
@@ -67,11 +70,12 @@ from nostr_imagegen.imagejob.tags import (
     RelaysTag,
     clip_tag,
     shorten,
-    validate_url,
 )
 from nostr_imagegen.nostr.encryption import decrypt
 from nostr_imagegen.nostr.event import Event, Tag
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND, REQUEST_KINDS, is_request_kind
+from nostr_imagegen.nostr.signer import Signer
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES, url_problem
 
 __all__ = [
     "DEFAULT_JOB_LIMITS",
@@ -86,20 +90,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The kind 5100 page's request kind.
-IMAGE_GENERATION_KIND = 5100
-#: NIP-90 job request kinds: 5000 up to and including 5999.
-REQUEST_KINDS = range(5000, 6000)
-
-#: A model or LoRA name a request may use: a short public name, never a path or a hub repo.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
 #: Turns an ``event`` or ``job`` input into a ``text`` or ``url`` input (for example the
 #: content of the referenced event, or the image link of a previous job's result).
 InputResolver = Callable[[JobInput], JobInput]
 
-# Dict lookups: calling an enum with a value goes through EnumType.__call__, several times slower.
-_RATIO_BY_VALUE: dict[str, Ratio] = {r.value: r for r in Ratio}
 _RATIOS = ", ".join(r.value for r in Ratio)
 _SIDE = re.compile(r"[0-9]{1,6}")
 _SIZE = re.compile(r"([0-9]{1,6})[xX]([0-9]{1,6})")
@@ -107,31 +101,6 @@ _INT = re.compile(r"[+-]?[0-9]{1,20}")
 # Plain decimals only: no exponents, nan or inf, and bounded length.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
 _UPSCALE = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,6})?)[xX]?")
-_IMAGE_URL_SCHEMES = ("https", "http")
-# Enum members read once: reading them from the class costs several dict lookups each time.
-_TEXT, _URL = InputType.TEXT, InputType.URL
-_TEXT_OR_URL = (_TEXT, _URL)
-# The fields parse_image_job fills in on every job; the params take their default otherwise.
-_JOB_TEMPLATE = field_template(
-    ImageJob,
-    filled=(
-        "id",
-        "customer",
-        "kind",
-        "created_at",
-        "prompt",
-        "image_url",
-        "loras",
-        "output",
-        "bid",
-        "relays",
-        "providers",
-        "encryption",
-        "inputs",
-        "extra_params",
-        "request",
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,37 +139,24 @@ class JobLimits:
 DEFAULT_JOB_LIMITS = JobLimits()
 
 
-def is_request_kind(kind: int) -> bool:
-    """True for the NIP-90 request kinds 5000..5999 (4999 and 6000 are not)."""
-    return kind in REQUEST_KINDS
-
-
-def _check_kinds(kinds: Collection[int]) -> frozenset[int]:
+def _accepted_kinds(kinds: Collection[int]) -> frozenset[int]:
+    """``kinds`` as a set, each checked to be a job request kind."""
     accepted = frozenset(kinds)
     if not accepted:
-        raise ConfigError("accepted_kinds is empty: accept at least kind 5100")
-    wrong = sorted(k for k in accepted if not (isinstance(k, int) and is_request_kind(k)))
+        raise ConfigError(f"accepted_kinds is empty: accept at least kind {IMAGE_GENERATION_KIND}")
+    wrong = [k for k in accepted if not (isinstance(k, int) and is_request_kind(k))]
     if wrong:
         raise ConfigError(
-            f"accepted kinds {wrong} are not job request kinds (5000 to 5999 inclusive)"
+            f"accepted kinds {sorted(wrong)} are not job request kinds "
+            f"({REQUEST_KINDS.start} to {REQUEST_KINDS.stop - 1} inclusive)"
         )
     return accepted
 
 
-_DEFAULT_KINDS = (IMAGE_GENERATION_KIND,)
-# The last immutable `accepted_kinds` checked and its set: a service passes the same tuple with
-# every request, so parse_image_job checks it once. Held by reference, so that its id cannot
-# be reused while it is remembered.
-_last_kinds: tuple[Collection[int], frozenset[int]] = (_DEFAULT_KINDS, _check_kinds(_DEFAULT_KINDS))
-
-
-def _accepted(kinds: Collection[int]) -> frozenset[int]:
-    """``kinds`` checked, as a set; remembered in ``_last_kinds`` when immutable."""
-    global _last_kinds
-    accepted = _check_kinds(kinds)
-    if type(kinds) is tuple or type(kinds) is frozenset:  # immutable, and so are ints
-        _last_kinds = (kinds, accepted)
-    return accepted
+def _type_name(value: object) -> str:
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 def _too_many_tags(count: int, limits: JobLimits) -> JobRejected:
@@ -208,46 +164,33 @@ def _too_many_tags(count: int, limits: JobLimits) -> JobRejected:
 
 
 def _check_and_group(tags: Sequence[Tag], limits: JobLimits, groups: dict[str, list[Tag]]) -> None:
-    """Check the (non-empty) tags against the size bounds, in order, filing each by name.
-
-    Each list in ``groups`` keeps the order the tags came in.
-    """
-    max_elements = limits.max_tag_elements
-    max_chars = limits.max_element_chars
-    # One C-level check passes nearly every request: when all the strings together are
-    # short enough, so is each one.
-    try:
-        all_short = len("".join(chain.from_iterable(tags))) <= max_chars
-    except TypeError:  # not all strings: the checks below fail as they always did
-        all_short = False
+    """Check each (non-empty) tag, in order, against the bounds on its element count and
+    lengths, and file it under its name in ``groups`` (each list keeps the tags' order)."""
     for tag in tags:
-        if len(tag) > max_elements:
+        if len(tag) > limits.max_tag_elements:
             raise JobRejected(
-                f"a tag has {len(tag)} elements; at most {max_elements} are read",
+                f"a tag has {len(tag)} elements; at most {limits.max_tag_elements} are read",
                 tag=clip_tag(tag),
             )
-        if not all_short and max(map(len, tag)) > max_chars:
+        if max(map(len, tag)) > limits.max_element_chars:
             raise JobRejected(
-                f"a tag value is longer than {max_chars} characters", tag=clip_tag(tag)
+                f"a tag value is longer than {limits.max_element_chars} characters",
+                tag=clip_tag(tag),
             )
-        group = groups.get(tag[0])
-        if group is None:
-            groups[tag[0]] = [tag]
-        else:
-            group.append(tag)
+        groups.setdefault(tag[0], []).append(tag)
 
 
 def _providers(tags: Sequence[Tag]) -> tuple[str, ...]:
     keys: list[str] = []
     for tag in tags:
-        key = ProviderTag.public_key_of(tag)
+        key = ProviderTag.parse(tag).public_key
         if key not in keys:
             keys.append(key)
     return tuple(keys)
 
 
 def _decrypt_tags(
-    event: Event, provider: Keys | None, limits: JobLimits
+    event: Event, provider: Signer | None, limits: JobLimits
 ) -> tuple[list[Tag], EncryptionScheme]:
     """The tags encrypted in ``event.content``, checked to be a bounded list of string lists."""
     marker = EncryptedTag().to_tag()
@@ -287,78 +230,64 @@ def _is_text(value: object) -> bool:
     return True
 
 
-# The param helpers below take the wire tag itself, ``("param", key, value, ...)``: the
-# request's tags are already tuples of strings, so no view object is built per param.
-
-
-def _bad(param: Tag, reason: str) -> JobRejected:
+def _bad(param: ParamTag, reason: str) -> JobRejected:
     """The rejection of one param tag, quoting it (clipped)."""
-    return JobRejected(reason, clip_tag(param))
+    return JobRejected(reason, clip_tag(param.to_tag()))
 
 
-def _one_value(param: Tag) -> str:
-    if len(param) != 3:
-        raise _bad(param, f"param {param[1]!r} takes one value, got {len(param) - 2}")
-    return param[2]
+def _one_value(param: ParamTag) -> str:
+    if len(param.values) != 1:
+        raise _bad(param, f"param {param.key!r} takes one value, got {len(param.values)}")
+    return param.value
 
 
-# The readers below say ``param[2] if len(param) == 3 else _one_value(param)``: the same value
-# as ``_one_value(param)``, without a call in the usual case.
-
-
-def _name(param: Tag, value: str) -> str:
-    if not NAME_PATTERN.fullmatch(value) or ".." in value:
+def _name(param: ParamTag, value: str) -> str:
+    if not is_valid_name(value):
         raise _bad(
             param,
-            f"{param[1]} {shorten(value)!r} is not a name this provider offers: names are up "
-            "to 64 letters, digits, '.', '_' or '-', never a path or a repository",
+            f"{param.key} {shorten(value)!r} is not a name this provider offers: {NAME_RULE}, "
+            "never a path or a repository",
         )
     return value
 
 
-def _int(param: Tag, low: int, high: int) -> int:
-    value = param[2] if len(param) == 3 else _one_value(param)
-    if len(value) <= 20 and value.isascii() and value.isdigit():  # [0-9]{1,20}, no regex
-        number: int | None = int(value)
-    else:
-        number = int(value) if _INT.fullmatch(value) else None
+def _int(param: ParamTag, low: int, high: int) -> int:
+    value = _one_value(param)
+    number = int(value) if _INT.fullmatch(value) else None
     if number is None or not low <= number <= high:
         raise _bad(
             param,
-            f"{param[1]} must be a whole number from {low} to {high}, got {shorten(value)!r}",
+            f"{param.key} must be a whole number from {low} to {high}, got {shorten(value)!r}",
         )
     return number
 
 
-def _decimal(param: Tag, value: str, low: float, high: float, what: str = "") -> float:
+def _decimal(param: ParamTag, value: str, low: float, high: float, what: str = "") -> float:
     number = float(value) if _DECIMAL.fullmatch(value) else math.nan
     if not low <= number <= high:  # NaN fails too
         raise _bad(
             param,
-            f"{what or param[1]} must be a number from {low:g} to {high:g}, got {shorten(value)!r}",
+            f"{what or param.key} must be a number from {low:g} to {high:g}, "
+            f"got {shorten(value)!r}",
         )
     return number
 
 
-def _ratio(param: Tag, limits: JobLimits) -> Ratio:
-    size = len(param)
-    if size == 3:
-        ratio = _RATIO_BY_VALUE.get(param[2])
-    elif size == 4:
-        ratio = _RATIO_BY_VALUE.get(f"{param[2]}:{param[3]}")
-    else:
-        ratio = None
-    if ratio is None:
-        raise _bad(
-            param,
-            f"ratio {shorten(' '.join(param[2:]))!r} is not one of {_RATIOS}; "
-            "ask for another shape with size=WxH (for example size=1024x768)",
-        )
-    return ratio
+def _ratio(param: ParamTag, limits: JobLimits) -> Ratio:
+    if len(param.values) <= 2:  # "4:3", or "4" and "3"
+        try:
+            return Ratio(":".join(param.values))
+        except ValueError:
+            pass
+    raise _bad(
+        param,
+        f"ratio {shorten(' '.join(param.values))!r} is not one of {_RATIOS}; "
+        "ask for another shape with size=WxH (for example size=1024x768)",
+    )
 
 
-def _size(param: Tag, limits: JobLimits) -> tuple[int, int]:
-    values = param[2:]
+def _size(param: ParamTag, limits: JobLimits) -> tuple[int, int]:
+    values = param.values
     match = _SIZE.fullmatch(values[0]) if len(values) == 1 else None
     if match is not None:
         width, height = int(match[1]), int(match[2])
@@ -376,8 +305,8 @@ def _size(param: Tag, limits: JobLimits) -> tuple[int, int]:
     return width, height
 
 
-def _upscale(param: Tag, limits: JobLimits) -> float:
-    value = param[2] if len(param) == 3 else _one_value(param)
+def _upscale(param: ParamTag, limits: JobLimits) -> float:
+    value = _one_value(param)
     match = _UPSCALE.fullmatch(value)
     factor = float(match[1]) if match else math.nan
     if not 1.0 <= factor <= limits.max_upscale:
@@ -389,59 +318,58 @@ def _upscale(param: Tag, limits: JobLimits) -> float:
     return factor
 
 
-def _lora(param: Tag, limits: JobLimits) -> LoraRequest:
-    if len(param) > 4:
+def _lora(param: ParamTag, limits: JobLimits) -> LoraRequest:
+    if len(param.values) > 2:
         raise _bad(
             param,
-            f"a lora param takes a name and an optional weight, got {len(param) - 2} values",
+            f"a lora param takes a name and an optional weight, got {len(param.values)} values",
         )
-    name = _name(param, param[2])
+    name = _name(param, param.values[0])
     weight = None
-    if len(param) == 4:
+    if len(param.values) == 2:
         bound = limits.max_lora_weight
-        weight = _decimal(param, param[3], -bound, bound, what="lora weight")
-    return construct_checked(LoraRequest, {"name": name, "weight": weight})
+        weight = _decimal(param, param.values[1], -bound, bound, what="lora weight")
+    return LoraRequest(name=name, weight=weight)
 
 
-def _model(param: Tag, limits: JobLimits) -> str:
-    return _name(param, param[2] if len(param) == 3 else _one_value(param))
+def _model(param: ParamTag, limits: JobLimits) -> str:
+    return _name(param, _one_value(param))
 
 
-def _negative_prompt(param: Tag, limits: JobLimits) -> str | None:
-    value = param[2] if len(param) == 3 else _one_value(param)
+def _negative_prompt(param: ParamTag, limits: JobLimits) -> str | None:
+    value = _one_value(param)
     if len(value) > limits.max_prompt_chars:
         raise _bad(param, f"negative_prompt is longer than {limits.max_prompt_chars} characters")
     return value if value.strip() else None
 
 
-def _seed(param: Tag, limits: JobLimits) -> int:
+def _seed(param: ParamTag, limits: JobLimits) -> int:
     return _int(param, 0, limits.max_seed)
 
 
-def _steps(param: Tag, limits: JobLimits) -> int:
+def _steps(param: ParamTag, limits: JobLimits) -> int:
     return _int(param, 1, limits.max_steps)
 
 
-def _guidance_scale(param: Tag, limits: JobLimits) -> float:
-    value = param[2] if len(param) == 3 else _one_value(param)
-    return _decimal(param, value, 0.0, limits.max_guidance_scale)
+def _guidance_scale(param: ParamTag, limits: JobLimits) -> float:
+    return _decimal(param, _one_value(param), 0.0, limits.max_guidance_scale)
 
 
-def _strength(param: Tag, limits: JobLimits) -> float:
-    strength = _decimal(param, param[2] if len(param) == 3 else _one_value(param), 0.0, 1.0)
+def _strength(param: ParamTag, limits: JobLimits) -> float:
+    strength = _decimal(param, _one_value(param), 0.0, 1.0)
     if strength == 0.0:
         raise _bad(param, "strength must be above 0 (0 would return the input image unchanged)")
     return strength
 
 
-def _lora_weight(param: Tag, limits: JobLimits) -> float:
+def _lora_weight(param: ParamTag, limits: JobLimits) -> float:
     bound = limits.max_lora_weight
     return _decimal(param, _one_value(param), -bound, bound)
 
 
 #: The params given at most once, each with its reader. The keys are ImageJob's field names
 #: (``_read_params`` takes out ``lora_weight``, which sets the weight of the loras without one).
-_SINGLE_PARAMS: dict[str, Callable[[Tag, JobLimits], object]] = {
+_SINGLE_PARAMS: dict[str, Callable[[ParamTag, JobLimits], object]] = {
     "model": _model,
     "ratio": _ratio,
     "size": _size,
@@ -459,45 +387,42 @@ _SINGLE_PARAMS: dict[str, Callable[[Tag, JobLimits], object]] = {
 _Params = tuple[dict[str, object], tuple[LoraRequest, ...], dict[str, tuple[str, ...]]]
 
 
-def _read_params(params: Sequence[Tag], limits: JobLimits) -> _Params:
-    """Interpret the ``param`` tags, in order; each has a key and at least one value."""
+def _read_params(params: Sequence[ParamTag], limits: JobLimits) -> _Params:
+    """Interpret the ``param`` tags, in order."""
     single: dict[str, object] = {}
     loras: list[LoraRequest] = []
     extra: dict[str, tuple[str, ...]] = {}
     for param in params:
-        key = param[1]
-        read = _SINGLE_PARAMS.get(key)
+        read = _SINGLE_PARAMS.get(param.key)
         if read is not None:
-            if key in single:
-                raise _bad(param, f"param {key!r} is given more than once")
-            single[key] = read(param, limits)
-        elif key == "lora":
+            if param.key in single:
+                raise _bad(param, f"param {param.key!r} is given more than once")
+            single[param.key] = read(param, limits)
+        elif param.key == "lora":
             lora = _lora(param, limits)
-            if loras and any(known.name == lora.name for known in loras):
+            if any(known.name == lora.name for known in loras):
                 raise _bad(param, f"lora {lora.name!r} is given more than once")
             loras.append(lora)
             if len(loras) > limits.max_loras:
                 raise _bad(param, f"at most {limits.max_loras} loras per job")
         else:
             # Not fatal: another provider's extension, or one a later version understands.
-            extra[key] = extra.get(key, ()) + tuple(param[2:])
+            extra[param.key] = extra.get(param.key, ()) + param.values
     if "lora_weight" in single:
         weight = single.pop("lora_weight")
         if not loras:
-            weight_param = next(param for param in params if param[1] == "lora_weight")
+            weight_param = next(param for param in params if param.key == "lora_weight")
             raise _bad(weight_param, "lora_weight is given without a lora")
         # `lora_weight` applies to every LoRA that does not carry its own weight.
         loras = [
-            lora
-            if lora.weight is not None
-            else construct_checked(LoraRequest, {"name": lora.name, "weight": weight})
+            lora if lora.weight is not None else LoraRequest(name=lora.name, weight=weight)
             for lora in loras
         ]
     return single, tuple(loras), extra
 
 
 def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
-    if job_input.type in _TEXT_OR_URL:
+    if job_input.type in (InputType.TEXT, InputType.URL):
         return job_input
     if resolver is None:
         raise JobRejected(
@@ -506,7 +431,7 @@ def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
             clip_tag(job_input.to_tag()),
         )
     resolved = resolver(job_input)
-    if not isinstance(resolved, JobInput) or resolved.type not in _TEXT_OR_URL:
+    if not isinstance(resolved, JobInput) or resolved.type not in (InputType.TEXT, InputType.URL):
         raise JobRejected(
             f"the {job_input.type.value} input did not resolve to a text or an image URL",
             clip_tag(job_input.to_tag()),
@@ -514,105 +439,105 @@ def _resolve(job_input: JobInput, resolver: InputResolver | None) -> JobInput:
     return resolved
 
 
-def _prompt_and_image(
-    input_tags: Sequence[Tag],
-    inputs: Sequence[JobInput],
-    resolver: InputResolver | None,
-    limits: JobLimits,
-) -> tuple[str, str | None]:
-    """The prompt (every text input, in order, joined by newlines) and the one image URL.
+def _image_url_problem(url: str, earlier: str | None, limits: JobLimits) -> str | None:
+    """Why ``url`` cannot be the job's image (``earlier``: the one already read), or None."""
+    if earlier is not None:
+        return "only one input image (url input) per job is supported"
+    if len(url) > limits.max_url_chars:
+        return f"the image URL is longer than {limits.max_url_chars} characters"
+    problem = url_problem(url, HTTP_SCHEMES, max_chars=limits.max_url_chars)
+    return None if problem is None else f"image URL {shorten(url)!r} {problem}"
 
-    ``inputs`` are the parsed ``input_tags``.
-    """
-    if len(input_tags) == 1 and input_tags[0][2] == "text":  # the usual: one text prompt
-        prompt = input_tags[0][1]
-        if prompt.strip() and len(prompt) <= limits.max_prompt_chars:
-            return prompt, None  # else the loop below says what is wrong
+
+def _prompt_and_image(
+    inputs: Sequence[JobInput], resolver: InputResolver | None, limits: JobLimits
+) -> tuple[str, str | None]:
+    """The prompt (every text input, in order, joined by newlines) and the one image URL."""
     texts: list[str] = []
     image_url: str | None = None
     for original in inputs:
-        job_input = original if original.type is _TEXT else _resolve(original, resolver)
-        if job_input.type is _URL:
-            # The tag quoted by a rejection is the one received, not what it resolved to.
-            tag = original.to_tag()
-            if image_url is not None:
-                raise JobRejected(
-                    "only one input image (url input) per job is supported", clip_tag(tag)
-                )
-            if len(job_input.data) > limits.max_url_chars:
-                raise JobRejected(
-                    f"the image URL is longer than {limits.max_url_chars} characters",
-                    clip_tag(tag),
-                )
-            image_url = validate_url(job_input.data, _IMAGE_URL_SCHEMES, "image URL", tag)
+        job_input = _resolve(original, resolver)
+        if job_input.type is InputType.URL:
+            problem = _image_url_problem(job_input.data, image_url, limits)
+            if problem is not None:
+                # The tag quoted is the one received, not what it resolved to.
+                raise JobRejected(problem, clip_tag(original.to_tag()))
+            image_url = job_input.data
         elif job_input.data.strip():
             texts.append(job_input.data)
     if not texts:
         raise JobRejected('the request has no prompt: add ["i", "<prompt>", "text"]')
-    prompt = texts[0] if len(texts) == 1 else "\n".join(texts)
+    prompt = "\n".join(texts)
     if len(prompt) > limits.max_prompt_chars:
         raise JobRejected(f"the prompt is longer than {limits.max_prompt_chars} characters")
     return prompt, image_url
 
 
-def _more_than_one(tags: Sequence[Tag], name: str) -> JobRejected:
-    return JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
+def _at_most_one(tags: Sequence[Tag], name: str) -> Tag | None:
+    """The one tag named ``name``, or None; more than one is rejected."""
+    if len(tags) > 1:
+        raise JobRejected(f"the request has {len(tags)} {name!r} tags; send one", clip_tag(tags[1]))
+    return tags[0] if tags else None
 
 
 def _relays(tags: Sequence[Tag], limits: JobLimits) -> tuple[str, ...]:
     urls: dict[str, None] = {}  # an ordered set: each URL once, where it first came
     for tag in tags:
-        for url in RelaysTag.urls_of(tag):
+        for url in RelaysTag.parse(tag).urls:
             urls[url] = None
         if len(urls) > limits.max_relays:
             raise JobRejected(f"at most {limits.max_relays} relays per job", clip_tag(tag))
     return tuple(urls)
 
 
-_NO_TAGS: tuple[Tag, ...] = ()
-
-
 def parse_image_job(
     event: Event,
     *,
-    provider: Keys | None = None,
-    accepted_kinds: Collection[int] = _DEFAULT_KINDS,
+    provider: Signer | None = None,
+    accepted_kinds: Collection[int] = (IMAGE_GENERATION_KIND,),
     input_resolver: InputResolver | None = None,
     limits: JobLimits = DEFAULT_JOB_LIMITS,
 ) -> ImageJob:
     """Turn a signed request event (already verified, as ``parse_event`` does) into a job.
 
-    ``provider``: this service provider's keys; needed to decrypt encrypted requests and to
-    tell jobs addressed to other providers. ``accepted_kinds``: request kinds served (each in
-    5000..5999, default ``(5100,)``; add 5050 for clients that follow the first draft of the
-    kind 5100 page). ``input_resolver``: turns `event`/`job` inputs into text or url inputs;
-    without one they are rejected.
+    ``event``: the ``Event`` from ``parse_event``; anything else (JSON text, a dict, another
+    library's event object, None) raises ``TypeError`` naming its type. ``provider``: this
+    service provider's ``Keys`` or other ``Signer``; needed to decrypt encrypted requests and
+    to tell jobs addressed to other providers. ``accepted_kinds``: request kinds served (each
+    in 5000..5999, default ``(5100,)``; add 5050 for clients that follow the first draft of
+    the kind 5100 page). ``input_resolver``: turns `event`/`job` inputs into text or url
+    inputs; without one they are rejected.
 
     Raises ``UnsupportedKind`` or ``NotForThisProvider`` (both ``JobSkipped``: ignore the
     event) or ``JobRejected`` (answer with an `error` feedback quoting ``str(exc)``);
     ``ConfigError`` when ``accepted_kinds`` is not a set of request kinds.
     """
-    last_kinds = _last_kinds  # (the usual `accepted_kinds`, its checked set)
-    accepted = last_kinds[1] if accepted_kinds is last_kinds[0] else _accepted(accepted_kinds)
+    if not isinstance(event, Event):
+        raise TypeError(
+            f"parse_image_job() takes a signed Event, got {_type_name(event)}: "
+            "pass an Event from parse_event()"
+        )
+    if provider is not None and not isinstance(getattr(provider, "public_key", None), str):
+        raise TypeError(
+            f"parse_image_job() takes provider=Keys or another Signer, got {_type_name(provider)}"
+        )
+    accepted = _accepted_kinds(accepted_kinds)
     if event.kind not in accepted:
         raise UnsupportedKind(event.kind, sorted(accepted))
-    clear_tags: Sequence[Tag] = event.tags
-    if not all(clear_tags):
-        clear_tags = list(filter(None, clear_tags))  # empty tags name nothing
+    clear_tags = [tag for tag in event.tags if tag]  # empty tags name nothing
     if len(clear_tags) > limits.max_tags:
         raise _too_many_tags(len(clear_tags), limits)
-    # Every tag by name, in one pass; then each kind of tag is read in a fixed order, so that
-    # a request with several faults always gets the same rejection.
+    # Every tag by name; then each kind of tag is read in a fixed order, so that a request
+    # with several faults always gets the same rejection.
     groups: dict[str, list[Tag]] = {}
     _check_and_group(clear_tags, limits, groups)
 
-    p_tags = groups.get(ProviderTag.NAME)
-    providers = _providers(p_tags) if p_tags else ()
+    providers = _providers(groups.get(ProviderTag.NAME, []))
     if provider is not None and providers and provider.public_key not in providers:
         raise NotForThisProvider(providers)
 
     encryption: EncryptionScheme | None = None
-    encrypted_tags = groups.get(EncryptedTag.NAME)
+    encrypted_tags = groups.get(EncryptedTag.NAME, [])
     if encrypted_tags:
         for tag in encrypted_tags:
             EncryptedTag.parse(tag)
@@ -623,51 +548,38 @@ def parse_image_job(
             raise _too_many_tags(len(clear_tags) + len(inner), limits)
         _check_and_group(inner, limits, groups)
 
-    input_tags = groups.get(InputTag.NAME, _NO_TAGS)
-    if len(input_tags) == 1:  # the usual request (tuple(map(...)) costs more for one)
-        inputs: tuple[JobInput, ...] = (InputTag.parse(input_tags[0]),)
-    else:
-        inputs = tuple(map(InputTag.parse, input_tags))
-    prompt, image_url = _prompt_and_image(input_tags, inputs, input_resolver, limits)
-    param_tags = groups.get(ParamTag.NAME, _NO_TAGS)
-    for tag in param_tags:  # all before any is read: each needs a key and a value
-        if len(tag) < 3:
-            ParamTag.parse(tag)  # raises, naming what is missing
-    single, loras, extra = _read_params(param_tags, limits)
-    output_tags = groups.get(OutputTag.NAME)
-    if output_tags and len(output_tags) > 1:
-        raise _more_than_one(output_tags, OutputTag.NAME)
-    bid_tags = groups.get(BidTag.NAME)
-    if bid_tags and len(bid_tags) > 1:
-        raise _more_than_one(bid_tags, BidTag.NAME)
-    bid: Bid | None = BidTag.bid_of(bid_tags[0]) if bid_tags else None
-    output = OutputTag.mime_of(output_tags[0]) if output_tags else None
-    relay_tags = groups.get(RelaysTag.NAME)
-    relays = _relays(relay_tags, limits) if relay_tags else ()
+    inputs = tuple(InputTag.parse(tag) for tag in groups.get(InputTag.NAME, []))
+    prompt, image_url = _prompt_and_image(inputs, input_resolver, limits)
+    # Every param tag is checked to have a key and a value before any is read.
+    params = [ParamTag.parse(tag) for tag in groups.get(ParamTag.NAME, [])]
+    single, loras, extra = _read_params(params, limits)
+    output_tag = _at_most_one(groups.get(OutputTag.NAME, []), OutputTag.NAME)
+    bid_tag = _at_most_one(groups.get(BidTag.NAME, []), BidTag.NAME)
+    bid = BidTag.parse(bid_tag).to_bid() if bid_tag is not None else None
+    output = OutputTag.parse(output_tag).mime if output_tag is not None else None
+    relays = _relays(groups.get(RelaysTag.NAME, []), limits)
 
-    # Every value was checked above, so no second validation.
-    values = _JOB_TEMPLATE.copy()  # every field, in order; the params at their default
-    values.update(single)  # the params read, by field name
-    values["id"] = event.id
-    values["customer"] = event.pubkey
-    values["kind"] = event.kind
-    values["created_at"] = event.created_at
-    values["prompt"] = prompt
-    values["image_url"] = image_url
-    values["loras"] = loras
-    values["output"] = output
-    values["bid"] = bid
-    values["relays"] = relays
-    values["providers"] = providers
-    values["encryption"] = encryption
-    values["inputs"] = inputs
-    values["extra_params"] = extra
-    values["request"] = event
     try:
-        job = construct_filled(ImageJob, values)
-    except ValidationError as exc:  # only when construct_checked validates; a bug guard
+        job = ImageJob(
+            id=event.id,
+            customer=event.pubkey,
+            kind=event.kind,
+            created_at=event.created_at,
+            prompt=prompt,
+            image_url=image_url,
+            loras=loras,
+            output=output,
+            bid=bid,
+            relays=relays,
+            providers=providers,
+            encryption=encryption,
+            inputs=inputs,
+            extra_params=ExtraParams(extra),
+            request=event,
+            **single,
+        )
+    except ValidationError as exc:  # a bug guard: every value was checked above
         logger.exception("ImageJob rejected values the request parser accepted")
         raise JobRejected("the request could not be read") from exc
-    if logger.isEnabledFor(logging.DEBUG):  # spares reading the arguments otherwise
-        logger.debug("parsed job %s from %s (kind %d)", job.id, job.customer, job.kind)
+    logger.debug("parsed job %s from %s (kind %d)", job.id, job.customer, job.kind)
     return job

@@ -54,7 +54,9 @@ from nostr_imagegen.imagejob.imeta import ImageLink
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.nostr.encryption import decrypt, encrypt
 from nostr_imagegen.nostr.event import Event, Tag, UnsignedEvent
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import RESULT_KIND_OFFSET, RESULT_KINDS
+from nostr_imagegen.nostr.signer import Signer
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES
 
 __all__ = [
     "DEFAULT_RESULT_ALT",
@@ -88,14 +90,14 @@ def result_kind_for(request_kind: int) -> int:
     Raises ``EventError`` unless ``request_kind`` is in 5000..5999.
     """
     wire.check_request_kind(request_kind)
-    return request_kind + wire.RESULT_KIND_OFFSET
+    return request_kind + RESULT_KIND_OFFSET
 
 
 def build_result(
     job: ImageJob,
     images: Sequence[ImageLink],
     *,
-    keys: Keys | None = None,
+    keys: Signer | None = None,
     amount_msats: int | None = None,
     bolt11: str | None = None,
     relay_hint: str | None = None,
@@ -104,8 +106,9 @@ def build_result(
 ) -> UnsignedEvent:
     """A result template (kind = request kind + 1000) delivering ``images`` for ``job``.
 
-    ``keys`` (the provider's) is required when the job was encrypted: the content is then
-    encrypted to the customer with the request's scheme (``EncryptionError`` without keys).
+    ``keys`` (the provider's ``Keys`` or other ``Signer``) is required when the job was
+    encrypted: the content is then encrypted to the customer with the request's scheme
+    (``EncryptionError`` without keys).
     An image without metadata gets no ``imeta`` tag (NIP-92 needs one field besides url).
     """
     if not isinstance(job, ImageJob):
@@ -167,7 +170,7 @@ class ParsedResult:
 
 def _is_link(token: str) -> bool:
     try:
-        wire.check_url(token, "url", ("https", "http"))
+        wire.check_url(token, "url", HTTP_SCHEMES)
     except EventError:
         return False
     return True
@@ -194,16 +197,17 @@ def _extract_urls(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def parse_result(event: Event, *, keys: Keys | None = None) -> ParsedResult:
+def parse_result(event: Event, *, keys: Signer | None = None) -> ParsedResult:
     """Read a result event (kind 6000..6999, customer side).
 
-    An encrypted result is decrypted with ``keys`` (the customer's); without them it raises
+    An encrypted result is decrypted with ``keys`` (the customer's ``Keys`` or other
+    ``Signer``); without them it raises
     ``EncryptionError``, since nothing in it can be read. Malformed ``imeta`` tags are skipped.
     """
-    if event.kind not in wire.RESULT_KINDS:
+    if event.kind not in RESULT_KINDS:
         raise EventError(
             f"kind {event.kind} is not a job result kind "
-            f"({wire.RESULT_KINDS.start}..{wire.RESULT_KINDS.stop - 1})"
+            f"({RESULT_KINDS.start}..{RESULT_KINDS.stop - 1})"
         )
     request_id = wire.request_id_from(event.first_tag("e"), event)
     encrypted = event.first_tag("encrypted") is not None

@@ -11,24 +11,33 @@ types. Each ``parse`` raises ``JobRejected`` (carrying the tag) for a malformed 
     ["p", "<provider pubkey hex>", "<relay>"?]                        ProviderTag
     ["encrypted"]                                                     EncryptedTag
 
-Only the shape and syntax of one tag are checked here; what the values mean for a job (ranges,
-allowed names, how many of a tag) is ``request.py``'s business. A valid tag is one whose view
-writes it back unchanged, so numbers must be canonical decimals (``"10000"``, not ``"010000"``).
+Each view has one ``parse`` (a single check of the tag's name and size, then plain checks of
+its values) and one ``to_tag``; ``InputTag.parse`` gives the model's ``JobInput``, whose
+``to_tag`` is the inverse. Only the shape and syntax of one tag are checked here; what the
+values mean for a job (ranges, allowed names, how many of a tag) is ``request.py``'s business.
+A valid tag is one whose view writes it back unchanged, so numbers must be canonical decimals
+(``"10000"``, not ``"010000"``). Relay URLs are checked by nostr_imagegen.nostr.urls, public
+keys by nostr_imagegen.nostr.hexkeys.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
-from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from nostr_imagegen.errors import JobRejected
-from nostr_imagegen.imagejob.model import Bid, InputType, JobInput, construct_checked
+from nostr_imagegen.imagejob.model import Bid, InputType, JobInput
 from nostr_imagegen.nostr.event import Tag
+from nostr_imagegen.nostr.hexkeys import is_hex64
+from nostr_imagegen.nostr.kinds import MAX_MSATS
+from nostr_imagegen.nostr.urls import RELAY_SCHEMES, url_problem
 
 __all__ = [
+    "MAX_MSATS",
     "BidTag",
     "EncryptedTag",
     "InputTag",
@@ -38,25 +47,12 @@ __all__ = [
     "RelaysTag",
     "clip_tag",
     "shorten",
-    "validate_url",
 ]
 
-#: Largest amount a bid may carry: all bitcoin that will ever exist, in millisats.
-MAX_MSATS = 21_000_000 * 100_000_000 * 1000
-
-_CANONICAL_UINT = re.compile(r"(?:0|[1-9][0-9]{0,18})")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CANONICAL_UINT = re.compile(r"0|[1-9][0-9]{0,18}")
 # RFC 6838 restricted-name on both sides of the slash, e.g. image/png, image/svg+xml.
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _INPUT_TYPES = ", ".join(t.value for t in InputType)
-# The usual URL: a scheme, a host of letters, digits, dots and hyphens, a port of up to four
-# digits, then any printable ASCII after a "/", "?" or "#". Every such URL passes each check
-# of validate_url, which therefore splits (slowly) only the URLs this does not match.
-_AFTER_SCHEME = r"://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?#][!-~]*)?"
-_PLAIN_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)" + _AFTER_SCHEME)
-_STR_OR_NONE = (str, type(None))
-# A dict lookup: calling the enum with a value goes through EnumType.__call__, several times slower.
-_INPUT_TYPE_BY_VALUE: dict[str, InputType] = {t.value: t for t in InputType}
 
 # What an error message may quote of a customer's value or tag, so that an error feedback
 # event stays small whatever the request carried.
@@ -84,6 +80,7 @@ def _values(count: int) -> str:
 
 
 def _check_shape(tag: Sequence[str], name: str, least: int, most: int | None) -> None:
+    """Raise unless ``tag`` is named ``name`` and has ``least`` to ``most`` elements."""
     if not tag or tag[0] != name:
         raise _reject(f"expected a tag named {name!r}", tag)
     if len(tag) < least or (most is not None and len(tag) > most):
@@ -94,31 +91,6 @@ def _check_shape(tag: Sequence[str], name: str, least: int, most: int | None) ->
         else:
             wanted = f"{least - 1} to {most - 1} values"
         raise _reject(f"a {name!r} tag takes {wanted}, got {len(tag) - 1}", tag)
-
-
-def validate_url(value: str, schemes: Collection[str], what: str, tag: Sequence[str]) -> str:
-    """Check that ``value`` is an absolute URL with one of ``schemes`` and a host; return it.
-
-    Syntax only: printable ASCII, no spaces, a known scheme, a host, a numeric port if any.
-    Whether the address may be fetched is the service's safe fetcher's decision.
-    """
-    plain = _PLAIN_URL.fullmatch(value)
-    if plain is not None and plain[1].lower() in schemes:
-        return value
-    # Every character from "!" to "~": ASCII, printable (no controls, no DEL) and not a space.
-    if not value or not value.isascii() or not value.isprintable() or " " in value:
-        raise _reject(f"{what} {shorten(value)!r} is not a URL (spaces or non-ASCII)", tag)
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # a non-numeric or out-of-range port raises ValueError here
-    except ValueError:
-        raise _reject(f"{what} {shorten(value)!r} is not a valid URL", tag) from None
-    if parts.scheme.lower() not in schemes:
-        allowed = " or ".join(f"{s}://" for s in schemes)
-        raise _reject(f"{what} {shorten(value)!r} must start with {allowed}", tag)
-    if not parts.hostname:
-        raise _reject(f"{what} {shorten(value)!r} has no host", tag)
-    return value
 
 
 def _canonical_uint(value: str, what: str, tag: Sequence[str]) -> int:
@@ -140,22 +112,22 @@ class InputTag:
 
     @staticmethod
     def parse(tag: Sequence[str]) -> JobInput:
-        size = len(tag)
-        if not 3 <= size <= 5 or tag[0] != InputTag.NAME:
-            _check_shape(tag, InputTag.NAME, 3, 5)  # raises, saying what is wrong
-        kind = tag[2]
-        input_type = _INPUT_TYPE_BY_VALUE.get(kind) if isinstance(kind, str) else None
-        if input_type is None:
-            raise _reject(f"input type {shorten(kind)!r} is not one of {_INPUT_TYPES}", tag)
-        data = tag[1]
-        relay = tag[3] if size > 3 else None
-        marker = tag[4] if size > 4 else None
-        values = {"data": data, "type": input_type, "relay": relay, "marker": marker}
-        if type(data) is str and (
-            size == 3 or (type(relay) in _STR_OR_NONE and type(marker) in _STR_OR_NONE)
-        ):
-            return construct_checked(JobInput, values)
-        return JobInput(**values)  # not plain strings: let validation refuse or convert them
+        _check_shape(tag, InputTag.NAME, 3, 5)
+        try:
+            input_type = InputType(tag[2])
+        except ValueError:
+            raise _reject(
+                f"input type {shorten(str(tag[2]))!r} is not one of {_INPUT_TYPES}", tag
+            ) from None
+        try:
+            return JobInput(
+                data=tag[1],
+                type=input_type,
+                relay=tag[3] if len(tag) > 3 else None,
+                marker=tag[4] if len(tag) > 4 else None,
+            )
+        except ValidationError:
+            raise _reject("an 'i' tag holds strings only", tag) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +163,10 @@ class OutputTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> OutputTag:
-        return cls(mime=cls.mime_of(tag))
-
-    @classmethod
-    def mime_of(cls, tag: Sequence[str]) -> str:
-        """``parse(tag).mime``, checked the same way, without building the view."""
-        if len(tag) != 2 or tag[0] != cls.NAME:
-            _check_shape(tag, cls.NAME, 2, 2)  # raises, saying what is wrong
+        _check_shape(tag, cls.NAME, 2, 2)
         if not _MIME.fullmatch(tag[1]):
             raise _reject(f"output {shorten(tag[1])!r} is not a MIME type like image/png", tag)
-        return tag[1]
+        return cls(mime=tag[1])
 
     def to_tag(self) -> Tag:
         return (self.NAME, self.mime)
@@ -217,28 +183,14 @@ class BidTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> BidTag:
-        first, second = cls.amounts_of(tag)
-        return cls(msats=first) if second is None else cls(msats=first, max_msats=second)
-
-    @classmethod
-    def amounts_of(cls, tag: Sequence[str]) -> tuple[int, int | None]:
-        """``(msats, max_msats)`` of ``parse(tag)``, checked the same way, without the view."""
-        if not 2 <= len(tag) <= 3 or tag[0] != cls.NAME:
-            _check_shape(tag, cls.NAME, 2, 3)  # raises, saying what is wrong
-        first = _canonical_uint(tag[1], "bid", tag)
+        _check_shape(tag, cls.NAME, 2, 3)
+        least = _canonical_uint(tag[1], "bid", tag)
         if len(tag) == 2:
-            return first, None
-        second = _canonical_uint(tag[2], "bid maximum", tag)
-        if second < first:
-            raise _reject(f"bid range {first}..{second} has its maximum below its minimum", tag)
-        return first, second
-
-    @classmethod
-    def bid_of(cls, tag: Sequence[str]) -> Bid:
-        """``parse(tag).to_bid()``, checked the same way, without building the view."""
-        first, second = cls.amounts_of(tag)
-        most = first if second is None else second
-        return construct_checked(Bid, {"min_msats": first, "max_msats": most})
+            return cls(msats=least)
+        most = _canonical_uint(tag[2], "bid maximum", tag)
+        if most < least:
+            raise _reject(f"bid range {least}..{most} has its maximum below its minimum", tag)
+        return cls(msats=least, max_msats=most)
 
     def to_tag(self) -> Tag:
         if self.max_msats is None:
@@ -256,36 +208,17 @@ class RelaysTag:
     """``["relays", url, ...]``: where the customer wants answers published (ws/wss only)."""
 
     NAME: ClassVar[str] = "relays"
-    SCHEMES: ClassVar[tuple[str, ...]] = ("wss", "ws")
-    # Plain URLs (see _PLAIN_URL) with these schemes, separated by spaces (which no URL
-    # holds): a whole tag of them passes validate_url, checked in one match.
-    _PLAIN: ClassVar[re.Pattern[str]] = re.compile(
-        "(?:{0})(?: (?:{0}))*".format(
-            "(?i:" + "|".join(map(re.escape, SCHEMES)) + ")" + _AFTER_SCHEME
-        ),
-        re.ASCII,  # case-insensitive for ASCII letters only, as str.lower() on ASCII is
-    )
 
     urls: tuple[str, ...]
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> RelaysTag:
-        return cls(urls=cls.urls_of(tag))
-
-    @classmethod
-    def urls_of(cls, tag: Sequence[str]) -> tuple[str, ...]:
-        """``parse(tag).urls``, checked the same way, without building the view."""
-        if len(tag) < 2 or tag[0] != cls.NAME:
-            _check_shape(tag, cls.NAME, 2, None)  # raises, saying what is wrong
-        urls = tuple(tag[1:])
-        try:
-            plain = cls._PLAIN.fullmatch(" ".join(urls)) is not None
-        except TypeError:  # not all strings: validate_url says what is wrong
-            plain = False
-        if not plain:
-            for url in urls:
-                validate_url(url, cls.SCHEMES, "relay", tag)
-        return urls
+        _check_shape(tag, cls.NAME, 2, None)
+        for url in tag[1:]:
+            problem = url_problem(url, RELAY_SCHEMES)
+            if problem is not None:
+                raise _reject(f"relay {shorten(url)!r} {problem}", tag)
+        return cls(urls=tuple(tag[1:]))
 
     def to_tag(self) -> Tag:
         return (self.NAME, *self.urls)
@@ -302,18 +235,12 @@ class ProviderTag:
 
     @classmethod
     def parse(cls, tag: Sequence[str]) -> ProviderTag:
-        return cls(public_key=cls.public_key_of(tag), relay=tag[2] if len(tag) > 2 else None)
-
-    @classmethod
-    def public_key_of(cls, tag: Sequence[str]) -> str:
-        """``parse(tag).public_key``, checked the same way, without building the view."""
-        if not 2 <= len(tag) <= 3 or tag[0] != cls.NAME:
-            _check_shape(tag, cls.NAME, 2, 3)  # raises, saying what is wrong
-        if not _HEX64.fullmatch(tag[1]):
+        _check_shape(tag, cls.NAME, 2, 3)
+        if not is_hex64(tag[1]):
             raise _reject(
                 f"provider key {shorten(tag[1])!r} is not 64 lowercase hex characters", tag
             )
-        return tag[1]
+        return cls(public_key=tag[1], relay=tag[2] if len(tag) > 2 else None)
 
     def to_tag(self) -> Tag:
         if self.relay is None:

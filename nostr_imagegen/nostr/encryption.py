@@ -8,6 +8,10 @@ answer can be encrypted the same way::
 
     plaintext, scheme = decrypt(request.content, provider_keys, request.pubkey)
     reply = encrypt(result_json, provider_keys, request.pubkey, scheme)
+
+The keys may be ``Keys`` or any other ``Signer``: these helpers pick the scheme and call the
+signer's ``nip44_*`` / ``nip04_*`` method. A payload is bounded in length before any signer
+sees it, and whatever a foreign signer raises comes out as ``EncryptionError``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import base64
 import binascii
 from enum import StrEnum
 
-from nostr_imagegen.errors import EncryptionError
+from nostr_imagegen.errors import EncryptionError, NostrImagegenError
 from nostr_imagegen.nostr import nip04, nip44
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.signer import Signer
 
 __all__ = ["EncryptionScheme", "decrypt", "detect_scheme", "encrypt"]
 
@@ -58,7 +62,7 @@ def detect_scheme(payload: str) -> EncryptionScheme:
 
 def encrypt(
     plaintext: str,
-    keys: Keys,
+    keys: Signer,
     peer_pubkey: str,
     scheme: EncryptionScheme = EncryptionScheme.NIP44,
 ) -> str:
@@ -67,14 +71,41 @@ def encrypt(
         chosen = EncryptionScheme(scheme)
     except ValueError:
         raise EncryptionError(f"unknown encryption scheme {scheme!r}") from None
-    if chosen is EncryptionScheme.NIP04:
-        return nip04.encrypt(plaintext, keys, peer_pubkey)
-    return nip44.encrypt(plaintext, nip44.conversation_key(keys, peer_pubkey))
+    if not isinstance(plaintext, str):
+        raise EncryptionError("plaintext must be a str")
+    try:
+        if chosen is EncryptionScheme.NIP04:
+            payload = keys.nip04_encrypt(peer_pubkey, plaintext)
+        else:
+            payload = keys.nip44_encrypt(peer_pubkey, plaintext)
+    except NostrImagegenError:
+        raise
+    except Exception as exc:  # a foreign signer's own error
+        raise EncryptionError(f"{chosen.value}: the signer could not encrypt: {exc}") from exc
+    if not isinstance(payload, str):
+        raise EncryptionError(f"{chosen.value}: the signer returned {type(payload).__name__}")
+    return payload
 
 
-def decrypt(payload: str, keys: Keys, peer_pubkey: str) -> tuple[str, EncryptionScheme]:
+def decrypt(payload: str, keys: Signer, peer_pubkey: str) -> tuple[str, EncryptionScheme]:
     """Decrypt a payload exchanged with ``peer_pubkey``; return the plaintext and its scheme."""
     scheme = detect_scheme(payload)
+    # Bounded here, so that no signer is handed an outsized payload from the network.
     if scheme is EncryptionScheme.NIP04:
-        return nip04.decrypt(payload, keys, peer_pubkey), scheme
-    return nip44.decrypt(payload, nip44.conversation_key(keys, peer_pubkey)), scheme
+        longest = nip04.MAX_PAYLOAD_CHARS
+    else:
+        longest = nip44.MAX_PAYLOAD_CHARS
+    if len(payload) > longest:
+        raise EncryptionError(f"{scheme.value}: payload is longer than {longest} characters")
+    try:
+        if scheme is EncryptionScheme.NIP04:
+            plaintext = keys.nip04_decrypt(peer_pubkey, payload)
+        else:
+            plaintext = keys.nip44_decrypt(peer_pubkey, payload)
+    except NostrImagegenError:
+        raise
+    except Exception as exc:  # a foreign signer's own error
+        raise EncryptionError(f"{scheme.value}: the signer could not decrypt: {exc}") from exc
+    if not isinstance(plaintext, str):
+        raise EncryptionError(f"{scheme.value}: the signer returned {type(plaintext).__name__}")
+    return plaintext, scheme

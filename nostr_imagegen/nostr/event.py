@@ -9,7 +9,13 @@ The wire form::
 whitespace; ``sig`` is a BIP-340 Schnorr signature of the id bytes.
 
 Build, then sign: builders return an ``UnsignedEvent`` (a template without pubkey, id or sig);
-``sign_event(template, keys)`` is the one place that turns a template into an ``Event``.
+``sign_event(template, signer)`` is the one place that turns a template into an ``Event``. The
+signer is ``Keys`` or any other ``Signer`` (nostr_imagegen.nostr.signer).
+
+``parse_event`` takes what arrives from a relay or a file: JSON text (``str`` or ``bytes``, at
+most ``MAX_EVENT_JSON_BYTES`` bytes of UTF-8) or an already decoded ``dict``. Anything else (an
+``Event`` already, another library's event object, ``None``) is a programming error and raises
+``TypeError`` naming the type; a malformed event raises ``EventError``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from coincurve import PublicKeyXOnly
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nostr_imagegen.errors import EventError, InvalidEventId, InvalidSignature
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.hexkeys import Hex64, Hex128
+from nostr_imagegen.nostr.kinds import MAX_EVENT_JSON_BYTES, Kind, Timestamp
+
+if TYPE_CHECKING:
+    from nostr_imagegen.nostr.signer import Signer
 
 __all__ = [
     "MAX_EVENT_JSON_BYTES",
@@ -39,17 +49,9 @@ __all__ = [
     "verify_event",
 ]
 
-#: A larger event is refused before JSON decoding (relays commonly cap frames at 128-512 KiB).
-MAX_EVENT_JSON_BYTES = 512 * 1024
-
 Tag = tuple[str, ...]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
-Kind = Annotated[int, Strict(), Field(ge=0, le=65535)]
-Timestamp = Annotated[int, Strict(), Field(ge=0, le=2**53)]
 
-
-# One encoder for every id: json.dumps with options builds a new JSONEncoder per call.
+# NIP-01's serialization: no whitespace, non-ASCII text as UTF-8 (not \u escapes).
 _ID_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -128,29 +130,52 @@ class Event(BaseModel, _TagAccess):
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-def sign_event(template: UnsignedEvent, keys: Keys, *, created_at: int | None = None) -> Event:
-    """Sign a template with ``keys``: fills pubkey, created_at (now unless given), id and sig."""
+def sign_event(template: UnsignedEvent, signer: Signer, *, created_at: int | None = None) -> Event:
+    """Sign ``template`` with ``signer`` (``Keys`` or another ``Signer``) into an ``Event``.
+
+    ``created_at``: this time, else the template's, else now. An event from a Signer other
+    than ``Keys`` is checked to be exactly the template, signed by ``signer.public_key``
+    (``EventError`` naming the difference, or ``InvalidEventId`` / ``InvalidSignature``).
+    """
     when = created_at if created_at is not None else template.created_at
     if when is None:
         when = int(time.time())
-    tags = [list(tag) for tag in template.tags]
-    event_id = compute_event_id(keys.public_key, when, template.kind, tags, template.content)
-    sig = keys.sign_digest(bytes.fromhex(event_id)).hex()
-    return Event.model_construct(
-        id=event_id,
-        pubkey=keys.public_key,
-        created_at=when,
-        kind=template.kind,
-        tags=template.tags,
-        content=template.content,
-        sig=sig,
-    )
+    if when != template.created_at:
+        template = template.model_copy(update={"created_at": when})
+    event = signer.sign_event(template)
+    if not _is_own_keys(signer):
+        _check_signed(event, template, signer.public_key)
+    return event
+
+
+def _is_own_keys(signer: object) -> bool:
+    """Whether ``signer`` is this library's ``Keys``, whose signatures need no checking."""
+    from nostr_imagegen.nostr.keys import Keys  # keys.py imports this module
+
+    return isinstance(signer, Keys)
+
+
+def _check_signed(event: object, template: UnsignedEvent, public_key: str) -> None:
+    """Raise unless ``event`` is ``template`` signed by ``public_key`` (for foreign signers)."""
+    if not isinstance(event, Event):
+        raise EventError(f"the signer returned {type(event).__name__}, not an Event")
+    expected = {
+        "pubkey": public_key,
+        "created_at": template.created_at,
+        "kind": template.kind,
+        "tags": template.tags,
+        "content": template.content,
+    }
+    for field, value in expected.items():
+        if getattr(event, field) != value:
+            raise EventError(f"the signer returned an event whose {field} is not the template's")
+    verify_event(event)
 
 
 @functools.lru_cache(maxsize=4096)
 def _xonly_key(pubkey_hex: str) -> PublicKeyXOnly:
-    # Parsing a key costs about a tenth of a verification, and the same customers and
-    # providers sign event after event. Keys that fail to parse raise and are not cached.
+    # The same customers and providers sign event after event: each key is parsed once.
+    # A key that fails to parse raises and is not remembered.
     return PublicKeyXOnly(bytes.fromhex(pubkey_hex))
 
 
@@ -184,20 +209,30 @@ def _describe(exc: ValidationError) -> str:
 
 
 def parse_event(data: str | bytes | Mapping[str, Any], *, verify: bool = True) -> Event:
-    """Parse an event from JSON text or a decoded dict, checking shape, id and signature.
+    """Parse an event from JSON text (``str`` or ``bytes``) or a decoded dict, checking its
+    shape, id and signature.
 
     Raises ``EventError`` (or its subclasses ``InvalidEventId`` / ``InvalidSignature``) naming
-    what is wrong. With ``verify=False`` only the shape is checked.
+    what is wrong, also for JSON text larger than ``MAX_EVENT_JSON_BYTES`` bytes of UTF-8.
+    With ``verify=False`` only the shape is checked. Raises ``TypeError`` for anything that is
+    not JSON text or a mapping (an ``Event`` already, another library's event object:
+    pass its JSON).
     """
+    if isinstance(data, str | bytes):
+        if _utf8_size(data) > MAX_EVENT_JSON_BYTES:
+            raise EventError(f"event JSON is larger than {MAX_EVENT_JSON_BYTES} bytes")
+    elif isinstance(data, Event):
+        raise TypeError("parse_event() takes JSON text or a dict; this Event is parsed already")
+    elif not isinstance(data, Mapping):
+        raise TypeError(
+            f"parse_event() takes an event as JSON text (str or bytes) or a dict, got "
+            f"{_type_name(data)}; for another library's event object, pass its JSON"
+        )
     try:
-        if isinstance(data, str | bytes):
-            if len(data) > MAX_EVENT_JSON_BYTES:
-                raise EventError(f"event JSON is larger than {MAX_EVENT_JSON_BYTES} bytes")
-            event = Event.model_validate_json(data)
-        elif isinstance(data, Mapping):
+        if isinstance(data, Mapping):
             event = Event.model_validate(dict(data))
         else:
-            raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
+            event = Event.model_validate_json(data)
     except ValidationError as exc:
         raise EventError(f"malformed event: {_describe(exc)}") from None
     except RecursionError:
@@ -205,3 +240,19 @@ def parse_event(data: str | bytes | Mapping[str, Any], *, verify: bool = True) -
     if verify:
         verify_event(event)
     return event
+
+
+def _utf8_size(data: str | bytes) -> int:
+    """How many bytes ``data`` takes as UTF-8."""
+    if isinstance(data, bytes):
+        return len(data)
+    if len(data) > MAX_EVENT_JSON_BYTES:
+        return len(data)  # too large already (a character is at least one byte): not encoded
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _type_name(value: object) -> str:
+    """``str``, ``NoneType``, ``nostr_sdk.Event``: the type of ``value``, for messages."""
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"

@@ -8,25 +8,25 @@
     Keys(public_key='...')
 
 The secret is exposed only by the explicit ``secret_hex()`` and ``nsec()`` methods.
+
+``Keys`` is this library's ``Signer`` (nostr_imagegen.nostr.signer): it signs event templates
+and encrypts for a peer with NIP-44 or NIP-04, all in this process.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-from coincurve import PrivateKey, PublicKeyXOnly
+from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
 from nostr_imagegen.errors import Bech32Error, KeyFormatError
-from nostr_imagegen.nostr import nip19
+from nostr_imagegen.nostr import nip04, nip19, nip44
+from nostr_imagegen.nostr.event import Event, UnsignedEvent, compute_event_id
+from nostr_imagegen.nostr.hexkeys import is_hex64
 
 __all__ = ["Keys", "normalize_public_key"]
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def _is_hex32(text: str) -> bool:
-    return len(text) == 64 and not set(text) - _HEX_DIGITS
 
 
 def normalize_public_key(value: str) -> str:
@@ -40,7 +40,7 @@ def normalize_public_key(value: str) -> str:
         except Bech32Error as exc:
             raise KeyFormatError(f"invalid npub: {exc}") from exc
     candidate = candidate.lower()
-    if not _is_hex32(candidate):
+    if not is_hex64(candidate):
         raise KeyFormatError("public key must be 64 hex characters or an npub")
     try:
         PublicKeyXOnly(bytes.fromhex(candidate))
@@ -67,7 +67,7 @@ class Keys:
     def from_hex(cls, secret_hex: str) -> Keys:
         """Load from a 64-hex-character secret key."""
         candidate = secret_hex.strip().lower() if isinstance(secret_hex, str) else ""
-        if not _is_hex32(candidate):
+        if not is_hex64(candidate):
             raise KeyFormatError("secret key must be 64 hex characters")
         try:
             return cls(PrivateKey(bytes.fromhex(candidate)))
@@ -106,13 +106,46 @@ class Keys:
         """BIP-340 Schnorr signature (64 bytes) of a 32-byte digest."""
         return self._private.sign_schnorr(digest, os.urandom(32) if aux_rand is None else aux_rand)
 
+    def sign_event(self, template: UnsignedEvent) -> Event:
+        """The signed event of ``template`` (now, when its ``created_at`` is unset).
+
+        Prefer the module function ``sign_event(template, keys)``, which takes any Signer.
+        """
+        when = template.created_at if template.created_at is not None else int(time.time())
+        event_id = compute_event_id(
+            self.public_key, when, template.kind, template.tags, template.content
+        )
+        return Event.model_construct(
+            id=event_id,
+            pubkey=self.public_key,
+            created_at=when,
+            kind=template.kind,
+            tags=template.tags,
+            content=template.content,
+            sig=self.sign_digest(bytes.fromhex(event_id)).hex(),
+        )
+
+    def nip44_encrypt(self, peer_pubkey: str, plaintext: str) -> str:
+        """NIP-44 v2 encryption of ``plaintext`` to ``peer_pubkey`` (64 hex or npub)."""
+        return nip44.encrypt(plaintext, nip44.conversation_key(self, peer_pubkey))
+
+    def nip44_decrypt(self, peer_pubkey: str, payload: str) -> str:
+        """Decrypt a NIP-44 v2 ``payload`` exchanged with ``peer_pubkey``."""
+        return nip44.decrypt(payload, nip44.conversation_key(self, peer_pubkey))
+
+    def nip04_encrypt(self, peer_pubkey: str, plaintext: str) -> str:
+        """NIP-04 encryption of ``plaintext`` to ``peer_pubkey`` (legacy; prefer NIP-44)."""
+        return nip04.encrypt(plaintext, self, peer_pubkey)
+
+    def nip04_decrypt(self, peer_pubkey: str, payload: str) -> str:
+        """Decrypt a NIP-04 ``payload`` exchanged with ``peer_pubkey``."""
+        return nip04.decrypt(payload, self, peer_pubkey)
+
     def shared_x(self, public_key_hex: str) -> bytes:
         """The raw x coordinate of ECDH(our secret, their x-only key), for NIP-04 and NIP-44.
 
         Not coincurve's ``ecdh()``, which hashes the point.
         """
-        from coincurve import PublicKey
-
         try:
             point = PublicKey(b"\x02" + bytes.fromhex(normalize_public_key(public_key_hex)))
         except ValueError as exc:

@@ -46,6 +46,8 @@ from pydantic import (
 
 from nostr_imagegen.errors import EventError, MessageError
 from nostr_imagegen.nostr.event import Event, parse_event
+from nostr_imagegen.nostr.hexkeys import Hex64, is_hex64
+from nostr_imagegen.nostr.kinds import AUTH_KIND, MAX_EVENT_JSON_BYTES, Kind, Timestamp
 
 __all__ = [
     "KNOWN_PREFIXES",
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 #: Frames larger than this are refused before JSON decoding.
-MAX_FRAME_BYTES = 512 * 1024
+MAX_FRAME_BYTES = MAX_EVENT_JSON_BYTES
 #: NIP-01: a subscription id is a non-empty string of at most 64 characters.
 MAX_SUBSCRIPTION_ID_CHARS = 64
 #: The most values one filter list (ids, authors, kinds, one tag) may hold.
@@ -93,13 +95,9 @@ KNOWN_PREFIXES = frozenset(
     }
 )
 
-_PREFIX_RE = re.compile(r"^([a-z][a-z0-9_-]{0,31}):")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-_TAG_LETTER_RE = re.compile(r"^[a-zA-Z]$")
+_PREFIX_RE = re.compile(r"([a-z][a-z0-9_-]{0,31}):")
+_TAG_LETTER_RE = re.compile(r"[a-zA-Z]")
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Kind = Annotated[int, Strict(), Field(ge=0, le=65535)]
-Timestamp = Annotated[int, Strict(), Field(ge=0, le=2**53)]
 TagValue = Annotated[str, StringConstraints(max_length=1024)]
 
 
@@ -188,7 +186,7 @@ class Filter(BaseModel):
         if self.since is not None and self.until is not None and self.since > self.until:
             raise ValueError(f"since {self.since} is after until {self.until}")
         for letter, values in self.tags:
-            if letter in ("e", "p") and not all(_HEX64_RE.match(v) for v in values):
+            if letter in ("e", "p") and not all(is_hex64(v) for v in values):
                 raise ValueError(f"#{letter} values must be 64 lowercase hex")
         return self
 
@@ -279,7 +277,7 @@ def _normalize_tags(tags: Mapping[str, Iterable[str]]) -> tuple[tuple[str, tuple
     out: dict[str, tuple[Any, ...]] = {}
     for key, values in tags.items():
         letter = key[1:] if isinstance(key, str) and key.startswith("#") else key
-        if not isinstance(letter, str) or not _TAG_LETTER_RE.match(letter):
+        if not isinstance(letter, str) or not _TAG_LETTER_RE.fullmatch(letter):
             raise MessageError(f"invalid filter: tag filter {key!r} is not one letter a-z or A-Z")
         if letter in out:
             raise MessageError(f"invalid filter: tag filter #{letter} given twice")
@@ -320,8 +318,8 @@ def encode_close(subscription_id: str) -> str:
 
 def encode_auth(event: Event) -> str:
     """``["AUTH", <signed kind 22242 event>]``: answer a NIP-42 challenge."""
-    if event.kind != 22242:
-        raise MessageError(f"an AUTH event must be kind 22242, got {event.kind}")
+    if event.kind != AUTH_KIND:
+        raise MessageError(f"an AUTH event must be kind {AUTH_KIND}, got {event.kind}")
     return _dumps(["AUTH", event.to_dict()])
 
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from nostr_imagegen.errors import EncryptionError, KeyFormatError
-from nostr_imagegen.nostr.keys import Keys
+
+if TYPE_CHECKING:
+    from nostr_imagegen.nostr.keys import Keys
 
 __all__ = ["IV_SEPARATOR", "MAX_PAYLOAD_CHARS", "MAX_PLAINTEXT_BYTES", "decrypt", "encrypt"]
 

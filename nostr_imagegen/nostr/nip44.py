@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
@@ -40,7 +41,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from nostr_imagegen.errors import EncryptionError, KeyFormatError
-from nostr_imagegen.nostr.keys import Keys
+
+if TYPE_CHECKING:
+    from nostr_imagegen.nostr.keys import Keys
 
 __all__ = [
     "MAX_PAYLOAD_CHARS",

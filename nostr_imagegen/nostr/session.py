@@ -32,14 +32,13 @@ session unchanged: log them and carry on.
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nostr_imagegen.errors import MessageError
 from nostr_imagegen.nostr.event import Event, sign_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.hexkeys import is_hex64
 from nostr_imagegen.nostr.messages import (
     MAX_FRAME_BYTES,
     Filter,
@@ -56,6 +55,8 @@ from nostr_imagegen.nostr.messages import (
     encode_req,
 )
 from nostr_imagegen.nostr.nip42 import build_auth_event
+from nostr_imagegen.nostr.signer import Signer
+from nostr_imagegen.nostr.urls import RELAY_SCHEMES, url_problem
 
 __all__ = [
     "AuthChallenge",
@@ -71,7 +72,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 #: A relay may send many challenges; we sign at most this many AUTH events per connection.
 _MAX_AUTHS_PER_CONNECTION = 8
 
@@ -172,7 +172,8 @@ class _Pending:
 class RelaySession:
     """The protocol state of one client connection to one relay. Not thread-safe.
 
-    ``relay_url`` goes into AUTH events. ``keys`` (optional) answers NIP-42 challenges.
+    ``relay_url`` (a ``ws://``/``wss://`` URL) goes into AUTH events. ``keys`` (optional:
+    ``Keys`` or any other ``Signer``) answers NIP-42 challenges.
     Bounds: ``max_seen_per_subscription`` ids remembered per subscription for de-duplication,
     at most ``max_pending`` publishes waiting for their OK and ``max_subscriptions`` open.
     """
@@ -181,15 +182,16 @@ class RelaySession:
         self,
         relay_url: str,
         *,
-        keys: Keys | None = None,
+        keys: Signer | None = None,
         verify_events: bool = True,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         max_seen_per_subscription: int = 10_000,
         max_pending: int = 10_000,
         max_subscriptions: int = 64,
     ) -> None:
-        if not isinstance(relay_url, str) or not relay_url.lower().startswith(("ws://", "wss://")):
-            raise MessageError("a relay url must start with ws:// or wss://")
+        problem = url_problem(relay_url, RELAY_SCHEMES)
+        if problem is not None:
+            raise MessageError(f"relay url {problem}")
         self.relay_url = relay_url
         self._keys = keys
         self._verify_events = verify_events
@@ -293,13 +295,13 @@ class RelaySession:
         self._subscriptions.pop(subscription_id, None)
         return frame
 
-    def auth(self, keys: Keys | None = None) -> str:
+    def auth(self, keys: Signer | None = None) -> str:
         """The ``AUTH`` frame answering the current challenge, signed with ``keys``.
 
-        Uses the session's keys when none are given. Raises ``MessageError`` when there is
-        no challenge or no keys.
+        Uses the session's keys (or Signer) when none are given. Raises ``MessageError`` when
+        there is no challenge or no keys.
         """
-        signer = keys or self._keys
+        signer = keys if keys is not None else self._keys
         if signer is None:
             raise MessageError("AUTH needs keys")
         if self._challenge is None:
@@ -412,7 +414,7 @@ class RelaySession:
     def _match_pending(self, event_id: str) -> str | None:
         if event_id in self._pending:
             return event_id
-        if _HEX64_RE.match(event_id):
+        if is_hex64(event_id):
             return None  # a well-formed id we are not waiting for: a late or repeated OK
         # Empty or malformed id: relays answer in order, so it is the oldest still waiting.
         return next((k for k, p in self._pending.items() if not p.awaiting_auth), None)

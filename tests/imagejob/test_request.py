@@ -26,6 +26,8 @@ from nostr_imagegen.errors import (
 from nostr_imagegen.imagejob.model import (
     Bid,
     EncryptionScheme,
+    ExtraParams,
+    ImageJob,
     InputType,
     JobInput,
     LoraRequest,
@@ -111,6 +113,71 @@ def test_job_is_frozen() -> None:
     job = parse_image_job(prompt_request())
     with pytest.raises(pydantic.ValidationError):
         job.prompt = "something else"  # type: ignore[misc]
+
+
+def test_job_is_immutable_all_the_way_down_and_hashable() -> None:
+    event = prompt_request(("param", "sampler", "euler_a"), ("param", "lora", "a", "0.5"))
+    job = parse_image_job(event)
+    again = parse_image_job(event)
+    assert hash(job) == hash(again)
+    assert job == again
+    assert len({job, again}) == 1
+    # Read like a dict...
+    assert job.extra_params["sampler"] == ("euler_a",)
+    assert job.extra_params.get("missing") is None
+    assert "sampler" in job.extra_params
+    assert dict(job.extra_params) == {"sampler": ("euler_a",)}
+    # ...but nothing can be changed in place.
+    with pytest.raises(TypeError):
+        job.extra_params["sampler"] = ("dpm",)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del job.extra_params["sampler"]  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        job.extra_params.update({"x": ("y",)})  # type: ignore[attr-defined]
+    with pytest.raises(pydantic.ValidationError):
+        job.extra_params = ExtraParams({})  # type: ignore[misc]
+    assert isinstance(job.extra_params["sampler"], tuple)
+    assert isinstance(job.loras, tuple)
+    assert isinstance(job.inputs, tuple)
+
+
+def test_job_dumps_and_validates_back() -> None:
+    job = parse_image_job(prompt_request(("param", "sampler", "dpm", "karras")))
+    dumped = job.model_dump(mode="json")
+    assert dumped["extra_params"] == {"sampler": ["dpm", "karras"]}
+    assert job.model_dump()["extra_params"] == {"sampler": ("dpm", "karras")}
+    assert ImageJob.model_validate(job.model_dump()) == job
+    assert ImageJob.model_validate_json(job.model_dump_json()) == job
+    with pytest.raises(pydantic.ValidationError):
+        ImageJob.model_validate({**job.model_dump(), "extra_params": {"x": [1]}})
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ('{"kind": 5100, "tags": []}', "str"),
+        (b"{}", "bytes"),
+        ({"kind": 5100, "tags": [["i", "x", "text"]]}, "dict"),
+        (None, "NoneType"),
+    ],
+)
+def test_anything_but_an_event_is_a_type_error(value: object, named: str) -> None:
+    with pytest.raises(TypeError, match=f"got {named}: pass an Event from parse_event") as info:
+        parse_image_job(value)  # type: ignore[arg-type]
+    assert len(str(info.value)) < 200
+    assert not isinstance(info.value, UnsupportedKind)
+
+
+def test_another_librarys_event_is_a_type_error() -> None:
+    nostr_sdk = pytest.importorskip("nostr_sdk")
+    theirs = nostr_sdk.Event.from_json(prompt_request().to_json())
+    with pytest.raises(TypeError, match=r"got nostr_sdk\.Event: pass an Event from parse_event"):
+        parse_image_job(theirs)
+
+
+def test_a_provider_that_is_not_a_signer_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="provider=Keys or another Signer, got str"):
+        parse_image_job(prompt_request(), provider=PROVIDER.nsec())  # type: ignore[arg-type]
 
 
 # --- kinds -----------------------------------------------------------------------------------

@@ -391,6 +391,12 @@ def test_filter_does_not_keep_a_reference_to_caller_lists() -> None:
         {"tags": {"t": "x"}},
         {"tags": {"t": ["x"], "#t": ["y"]}},
         {"kinds": range(1001)},
+        # Whole-string matches: a trailing newline is not part of an id or a tag letter.
+        {"tags": {"p": ["b" * 64 + "\n"]}},
+        {"tags": {"e": ["b" * 64 + "\n"]}},
+        {"tags": {"p\n": ["x"]}},
+        {"ids": ["b" * 64 + "\n"]},
+        {"authors": ["b" * 64 + "\n"]},
     ],
 )
 def test_invalid_filters_raise_message_error(kwargs: dict[str, Any]) -> None:

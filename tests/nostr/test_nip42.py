@@ -41,7 +41,7 @@ def test_challenge_is_copied_verbatim() -> None:
         ("https://relay.example.com", "c", "wss://"),
         ("relay.example.com", "c", "wss://"),
         ("wss://relay.example.com/ x", "c", "whitespace"),
-        ("wss://" + "r" * 2100, "c", "at most"),
+        ("wss://" + "r" * 2100, "c", "longer than 2048"),
         ("wss://relay.example.com", "", "non-empty"),
         ("wss://relay.example.com", "c" * (MAX_CHALLENGE_CHARS + 1), "longer"),
     ],

@@ -129,6 +129,26 @@ def test_connection_lost_returns_unacknowledged_publishes() -> None:
     assert session.pending_event_ids == ()
 
 
+def test_ok_id_with_a_trailing_newline_is_malformed_and_matched_to_the_oldest() -> None:
+    # A well-formed id we are not waiting for is ignored; "<id>\n" is not well-formed, so it
+    # is read as the id-less answer some relays give, for the oldest publish waiting.
+    session = RelaySession(URL)
+    event = make_event()
+    session.publish(event)
+    assert session.receive(ok("c" * 64, True)) == []
+    assert session.receive(ok(event.id + "\n", False, "invalid: x")) == [
+        PublishAcked(event.id, False, "invalid: x", "invalid")
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["https://relay.example.com", "relay.example.com", "wss://", "wss://r .example", ""]
+)
+def test_session_needs_a_relay_url(url: str) -> None:
+    with pytest.raises(MessageError, match="relay url"):
+        RelaySession(url)
+
+
 # -- NIP-42 ------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ extra) and ``nostr_imagegen.testing`` (tiny offline models). Every other module 
 """
 
 from nostr_imagegen.errors import EventError, JobRejected, JobSkipped, NostrImagegenError
-from nostr_imagegen.imagejob.dimensions import Dimensions, ModelFamily, job_dimensions
+from nostr_imagegen.imagejob.dimensions import ModelFamily, job_dimensions
 from nostr_imagegen.imagejob.model import ImageJob, LoraRequest, Ratio
 from nostr_imagegen.imagejob.request import JobLimits, parse_image_job
 from nostr_imagegen.imagejob.results import (
@@ -26,7 +26,7 @@ from nostr_imagegen.imagejob.results import (
     parse_feedback,
     parse_result,
 )
-from nostr_imagegen.nostr.encryption import EncryptionScheme
+from nostr_imagegen.nostr.encryption import EncryptionScheme, decrypt, encrypt
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, parse_event, sign_event
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import Filter
@@ -35,7 +35,6 @@ from nostr_imagegen.nostr.signer import Signer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dimensions",
     "EncryptionScheme",
     "Event",
     "EventError",
@@ -57,6 +56,8 @@ __all__ = [
     "build_feedback",
     "build_handler_info",
     "build_result",
+    "decrypt",
+    "encrypt",
     "job_dimensions",
     "parse_cancellation",
     "parse_event",

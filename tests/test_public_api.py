@@ -19,7 +19,6 @@ import pytest
 # Public module -> {public name: the module that defines it}.
 PUBLIC: dict[str, dict[str, str]] = {
     "nostr_imagegen": {
-        "Dimensions": "nostr_imagegen.imagejob.dimensions",
         "EncryptionScheme": "nostr_imagegen.nostr.encryption",
         "Event": "nostr_imagegen.nostr.event",
         "EventError": "nostr_imagegen.errors",
@@ -41,6 +40,8 @@ PUBLIC: dict[str, dict[str, str]] = {
         "build_feedback": "nostr_imagegen.imagejob.feedback",
         "build_handler_info": "nostr_imagegen.imagejob.handler_info",
         "build_result": "nostr_imagegen.imagejob.results",
+        "decrypt": "nostr_imagegen.nostr.encryption",
+        "encrypt": "nostr_imagegen.nostr.encryption",
         "job_dimensions": "nostr_imagegen.imagejob.dimensions",
         "parse_cancellation": "nostr_imagegen.imagejob.cancellation",
         "parse_event": "nostr_imagegen.nostr.event",

@@ -7,15 +7,16 @@ from _request_support import prompt_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nostr_imagegen.engine.config import EngineConfig
+from nostr_imagegen.engine_config import EngineConfig
 from nostr_imagegen.errors import ConfigError, JobRejected
 from nostr_imagegen.imagejob.model import NAME_PATTERN, is_valid_name
 from nostr_imagegen.imagejob.request import parse_image_job
 
 
 def engine_accepts(name: str) -> bool:
-    model = {"source": "/srv/models/x.safetensors", "family": "sd15"}
-    lora = {"source": "/srv/loras/x.safetensors", "family": "sd15"}
+    # Hub ids: a local path would have to exist (a missing one is a ConfigError of its own).
+    model = {"source": "example/model", "family": "sd15"}
+    lora = {"source": "example/lora", "family": "sd15"}
     try:
         config = EngineConfig.from_mapping({"models": {name: model}, "loras": {name: lora}})
     except ConfigError:

@@ -112,7 +112,7 @@ SCHEDULERS: Final = frozenset(
     }
 )
 
-_DEVICE_RE: Final = re.compile(r"^(cpu|mps|cuda(:[0-9]{1,2})?)$")
+_DEVICE_RE: Final = re.compile(r"cpu|mps|cuda(:[0-9]{1,2})?")
 
 #: A Hugging Face hub repository id: ``name`` or ``owner/name`` (huggingface_hub's rules).
 _HUB_ID_RE: Final = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
@@ -331,7 +331,7 @@ class EngineConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str | None) -> str | None:
-        if value is not None and not _DEVICE_RE.match(value):
+        if value is not None and not _DEVICE_RE.fullmatch(value):
             raise ValueError(f"device {value!r} is not one of cpu, mps, cuda, cuda:N")
         return value
 

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from nostr_imagegen.errors import ConfigError
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.config import (
     BlossomStorage,
     LocalStorage,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def build_hosts(storage: Sequence[StorageConfig], keys: Keys) -> Iterator[list[Any]]:
+def build_hosts(storage: Sequence[StorageConfig], keys: Signer) -> Iterator[list[Any]]:
     """The image hosts of ``[[storage]]``, in order; local folders with ``listen`` are served
     by the built-in file server for as long as the context lasts."""
     from nostr_imagegen.service.upload import (
@@ -94,7 +94,7 @@ def runner_options(config: ServiceConfig) -> RunnerOptions:
 async def serve(
     config: ServiceConfig,
     *,
-    keys: Keys,
+    keys: Signer,
     stop: asyncio.Event,
     engine: EngineLike | None = None,
     on_ready: Callable[[JobRunner], Any] | None = None,

@@ -45,15 +45,15 @@ from nostr_imagegen.imagejob.results import (
 )
 from nostr_imagegen.nostr.encryption import EncryptionScheme, encrypt
 from nostr_imagegen.nostr.event import Event, Tag, UnsignedEvent, sign_event
-from nostr_imagegen.nostr.keys import Keys, normalize_public_key
+from nostr_imagegen.nostr.keys import normalize_public_key
+from nostr_imagegen.nostr.kinds import FEEDBACK_KIND, IMAGE_GENERATION_KIND
 from nostr_imagegen.nostr.messages import Filter
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.seams import ClientPoolLike
 
 __all__ = ["JobClient", "JobOutcome", "build_request", "submit_job"]
 
 logger = logging.getLogger(__name__)
-
-FEEDBACK_KIND = 7000
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class JobOutcome:
 
 
 def build_request(
-    keys: Keys,
+    keys: Signer,
     *,
     prompt: str,
     image_url: str | None = None,
@@ -93,7 +93,7 @@ def build_request(
     relays: Sequence[str] = (),
     output: str | None = None,
     bid_msats: int | None = None,
-    kind: int = 5100,
+    kind: int = IMAGE_GENERATION_KIND,
     created_at: int | None = None,
 ) -> Event:
     """A signed job request. ``params`` are ``(key, value, ...)`` tuples (``("ratio", "4:3")``).
@@ -155,9 +155,9 @@ class JobClient:
     def __init__(
         self,
         pool: ClientPoolLike,
-        keys: Keys,
+        keys: Signer,
         *,
-        kinds: Sequence[int] = (5100,),
+        kinds: Sequence[int] = (IMAGE_GENERATION_KIND,),
         subscription_id: str = "customer-answers",
         lookback_s: int = 30,
     ) -> None:
@@ -300,7 +300,7 @@ async def submit_job(
     pool: ClientPoolLike,
     request: Event,
     *,
-    keys: Keys,
+    keys: Signer,
     timeout_s: float = 120.0,
     provider: str | None = None,
     on_feedback: FeedbackCallback | None = None,

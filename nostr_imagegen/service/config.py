@@ -76,7 +76,10 @@ from pydantic import (
 
 from nostr_imagegen.engine_config import EngineConfig, read_config_file
 from nostr_imagegen.errors import ConfigError, KeyFormatError
+from nostr_imagegen.nostr.hexkeys import is_hex64
 from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES, RELAY_SCHEMES, url_problem
 from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin
 
 if TYPE_CHECKING:
@@ -104,11 +107,8 @@ logger = logging.getLogger(__name__)
 #: The environment variable read for the secret key when ``[identity]`` names none.
 DEFAULT_KEY_ENV: Final = "NOSTR_IMAGEGEN_NSEC"
 
-_RELAY_URL = re.compile(r"^wss?://[^\s/?#]+(/[^\s]*)?$")
-_HTTP_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
-_LISTEN = re.compile(r"^(?P<host>[0-9A-Za-z.:\[\]-]+):(?P<port>[0-9]{1,5})$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_LISTEN = re.compile(r"(?P<host>[0-9A-Za-z.:\[\]-]+):(?P<port>[0-9]{1,5})")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Key names that mean "I am pasting my secret key here".
 _SECRET_KEY_NAMES = re.compile(r"(secret|private|nsec|seed|priv)", re.IGNORECASE)
 _ALLOWED_IDENTITY_KEYS = frozenset({"secret_key_file", "secret_key_env"})
@@ -118,8 +118,9 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 
 def _http_url(value: str) -> str:
-    if not _HTTP_URL.match(value):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+    problem = url_problem(value, HTTP_SCHEMES)
+    if problem is not None:
+        raise ValueError(f"{value!r} {problem}")
     return value
 
 
@@ -136,7 +137,9 @@ class ServiceSection(_Section):
 
     relays: tuple[RelayUrl, ...] = Field(min_length=1, max_length=64)
     ledger: Path = Path("dvm-ledger.sqlite3")
-    accepted_kinds: tuple[int, ...] = Field(default=(5100,), min_length=1, max_length=100)
+    accepted_kinds: tuple[int, ...] = Field(
+        default=(IMAGE_GENERATION_KIND,), min_length=1, max_length=100
+    )
     lookback_s: int = Field(default=120, ge=0, le=7 * 24 * 3600)
     progress_interval_s: float = Field(default=2.0, ge=0.0, le=3600.0)
     shutdown_timeout_s: float = Field(default=30.0, ge=0.0, le=3600.0)
@@ -158,8 +161,9 @@ class ServiceSection(_Section):
     @classmethod
     def _relay_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for url in value:
-            if not _RELAY_URL.match(url):
-                raise ValueError(f"{url!r} is not a ws:// or wss:// relay URL")
+            problem = url_problem(url, RELAY_SCHEMES)
+            if problem is not None:
+                raise ValueError(f"relay {url!r} {problem}")
         return tuple(dict.fromkeys(value))
 
     @field_validator("accepted_kinds")
@@ -180,7 +184,7 @@ class IdentityConfig(_Section):
     @field_validator("secret_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
+        if not _ENV_NAME.fullmatch(value):
             raise ValueError("must be an environment variable name (letters, digits, _)")
         return value
 
@@ -215,7 +219,7 @@ class LocalStorage(_Section):
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
-            match = _LISTEN.match(value)
+            match = _LISTEN.fullmatch(value)
             if match is None or not 0 <= int(match["port"]) <= 65535:
                 raise ValueError("listen must be host:port, e.g. 127.0.0.1:8090")
         return value
@@ -224,7 +228,7 @@ class LocalStorage(_Section):
         """``(host, port)`` of ``listen``, or None."""
         if self.listen is None:
             return None
-        match = _LISTEN.match(self.listen)
+        match = _LISTEN.fullmatch(self.listen)
         assert match is not None
         return match["host"].strip("[]"), int(match["port"])
 
@@ -361,7 +365,7 @@ def _refuse_secrets(data: Mapping[str, Any], where: str) -> None:
                     raise ConfigError(f"{where}: identity.{key} holds a key, not a name; {advice}")
                 continue
             if _SECRET_KEY_NAMES.search(str(key)) or (
-                isinstance(value, str) and _HEX64.match(value.strip())
+                isinstance(value, str) and is_hex64(value.strip().lower())
             ):
                 raise ConfigError(f"{where}: identity.{key}: {advice}")
     for location, value in _strings(data, ()):
@@ -371,7 +375,7 @@ def _refuse_secrets(data: Mapping[str, Any], where: str) -> None:
 
 def _looks_secret(value: str) -> bool:
     text = value.strip()
-    return text.lower().startswith("nsec1") or bool(_HEX64.match(text))
+    return text.lower().startswith("nsec1") or is_hex64(text.lower())
 
 
 def _strings(value: Any, path: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -31,7 +31,8 @@ import base64
 import time
 
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, sign_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import BLOSSOM_AUTH_KIND, NIP98_AUTH_KIND
+from nostr_imagegen.nostr.signer import Signer
 
 __all__ = [
     "BLOSSOM_AUTH_KIND",
@@ -41,12 +42,9 @@ __all__ = [
     "nip98_auth",
 ]
 
-BLOSSOM_AUTH_KIND = 24242
-NIP98_AUTH_KIND = 27235
-
 
 def blossom_upload_auth(
-    keys: Keys,
+    keys: Signer,
     *,
     sha256: str,
     server_domain: str | None = None,
@@ -72,7 +70,7 @@ def blossom_upload_auth(
 
 
 def nip98_auth(
-    keys: Keys,
+    keys: Signer,
     *,
     url: str,
     method: str,

@@ -32,7 +32,9 @@ from nostr_imagegen.errors import LedgerError, NostrImagegenError
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.results import ImageLink, JobStatus, build_feedback, build_result
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, sign_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import FEEDBACK_KIND
+from nostr_imagegen.nostr.signer import Signer
+from nostr_imagegen.nostr.urls import RELAY_SCHEMES, is_url
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
 from nostr_imagegen.service.jobqueue import ActiveJob
 from nostr_imagegen.service.ledger import JobRecord, Ledger
@@ -60,7 +62,7 @@ class Outbox:
     def __init__(
         self,
         *,
-        keys: Keys,
+        keys: Signer,
         pool: RelayPoolLike,
         ledger: Ledger,
         ledger_io: LedgerThread,
@@ -195,14 +197,14 @@ class Outbox:
                     delivered = accepted
                     if not delivered:
                         break
-                if event.kind == 7000:
+                if event.kind == FEEDBACK_KIND:
                     await _call_hook(self._on_feedback, event)
             if not delivered:
                 logger.warning("answer to %.12s not acknowledged yet; will retry", request_id)
                 return False
             self._retries.pop(request_id, None)
             await self._ledger_io(self._ledger.mark_answered, request_id)
-            if job is not None and answer[0].kind != 7000:
+            if job is not None and answer[0].kind != FEEDBACK_KIND:
                 await _call_hook(self._on_result, job, answer[0])
             return True
         finally:
@@ -211,7 +213,7 @@ class Outbox:
     def republish(self, record: JobRecord) -> None:
         """Send a stored answer again, as it is (same event ids)."""
         job: ImageJob | None = None
-        if record.answer and record.answer[0].kind != 7000:
+        if record.answer and record.answer[0].kind != FEEDBACK_KIND:
             with contextlib.suppress(NostrImagegenError):
                 job = self._parse(record.request)
         self._stats.republished += 1
@@ -258,13 +260,11 @@ def relay_allowed(url: str, *, allow_private: bool = False) -> bool:
     """A first, cheap filter on a stranger's relay URL: ``wss://`` to a public name or address
     (``ws://`` and private hosts too with ``allow_private``). The pool checks again where it
     connects (every resolved address public, connection pinned to it)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
+    if not is_url(url, RELAY_SCHEMES):
         return False
-    if parts.scheme not in ("wss", "ws") or not host or parts.username or parts.password:
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.username or parts.password:
         return False
     if allow_private:
         return True
@@ -298,7 +298,7 @@ def _acknowledged(outcome: Any) -> bool:
 
 def _hint(relay: str | None) -> str | None:
     """The relay a request came from, as the hint in our ``e`` tag (when it looks like one)."""
-    if relay and relay.startswith(("wss://", "ws://")) and len(relay) <= _MAX_HINT_CHARS:
+    if relay and is_url(relay, RELAY_SCHEMES, max_chars=_MAX_HINT_CHARS):
         return relay
     return None
 

@@ -46,7 +46,6 @@ from nostr_imagegen.errors import (
     JobSkipped,
     NostrImagegenError,
 )
-from nostr_imagegen.imagejob.cancellation import DELETION_KIND
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.request import (
     DEFAULT_JOB_LIMITS,
@@ -57,8 +56,10 @@ from nostr_imagegen.imagejob.request import (
 )
 from nostr_imagegen.imagejob.results import JobStatus, parse_cancellation
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, verify_event
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.kinds import DELETION_KIND, IMAGE_GENERATION_KIND
 from nostr_imagegen.nostr.messages import Filter
+from nostr_imagegen.nostr.nip19 import npub_encode
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.activejobs import ActiveJobs
 from nostr_imagegen.service.announce import announce_forever, handler_info_template
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
@@ -117,7 +118,7 @@ class JobRunner:
     def __init__(
         self,
         *,
-        keys: Keys,
+        keys: Signer,
         pool: RelayPoolLike,
         engine: EngineLike | Sequence[EngineLike],
         hosts: Sequence[ImageHost],
@@ -126,7 +127,7 @@ class JobRunner:
         payment_check: PaymentCheck | None = None,
         fetch_policy: FetchPolicy | None = None,
         fetcher: Fetcher | None = None,
-        accepted_kinds: Sequence[int] = (5100,),
+        accepted_kinds: Sequence[int] = (IMAGE_GENERATION_KIND,),
         queue_size: int = 8,
         options: RunnerOptions | None = None,
         announcement: Announcement | None = None,
@@ -247,7 +248,7 @@ class JobRunner:
         logger.info(
             "serving kinds %s as %s (queue %d, %d engine worker(s))",
             ",".join(map(str, self.accepted_kinds)),
-            self.keys.npub,
+            npub_encode(self.keys.public_key),
             self.queue_size,
             len(self.engines),
         )

@@ -159,6 +159,8 @@ def test_config_is_frozen_and_input_untouched(tmp_path: Path) -> None:
         ),
         ('[models.a]\nsource = "x"\nfamily = "sd15"\n[upscaler]\nkind = "spandrel"\n', "source"),
         ('device = "tpu"\n[models.a]\nsource = "x"\nfamily = "sd15"\n', "device 'tpu'"),
+        # A trailing newline passed a ^...$ pattern with re.match once.
+        ('device = "cpu\\n"\n[models.a]\nsource = "x"\nfamily = "sd15"\n', "device"),
         ('[models.a]\nsource = "x"\nfamily = "sd15"\n[cache]\nmax_models = 0\n', "max_models"),
         (
             '[models.a]\nsource = "x"\nfamily = "sd15"\n'

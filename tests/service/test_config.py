@@ -138,6 +138,9 @@ def test_a_secret_key_in_the_toml_is_refused_without_quoting_it(
         (("[queue]\nsize = 3", "[queue]\nsize = 3\ncolour = 1"), "queue.colour: unknown key"),
         (('type = "nip96"', 'type = "ftp"'), "storage.1"),
         (('listen = "127.0.0.1:8090"', 'listen = "everywhere"'), "listen"),
+        # Trailing newlines passed ^...$ patterns with re.match once.
+        (('listen = "127.0.0.1:8090"', 'listen = "127.0.0.1:8090\\n"'), "listen"),
+        (('secret_key_file = "dvm.key"', 'secret_key_env = "DVM_KEY\\n"'), "secret_key_env"),
         (("[service]", "[service]\naccepted_kinds = [6100]"), "accepted_kinds"),
     ],
 )
@@ -286,5 +289,5 @@ def test_image_host_urls_must_be_http(section: str, fields: dict[str, Any]) -> N
 
     from nostr_imagegen.service import config as service_config
 
-    with pytest.raises(ValidationError, match=r"is not an http\(s\) URL"):
+    with pytest.raises(ValidationError, match=r"must start with https:// or http://"):
         getattr(service_config, section)(**fields)

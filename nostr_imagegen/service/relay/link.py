@@ -36,7 +36,6 @@ from websockets.exceptions import WebSocketException
 
 from nostr_imagegen.errors import EventError, MessageError, RelayError
 from nostr_imagegen.nostr.event import Event
-from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import MAX_FRAME_BYTES, Filter
 from nostr_imagegen.nostr.session import (
     AuthChallenge,
@@ -49,6 +48,7 @@ from nostr_imagegen.nostr.session import (
     RelaySession,
     SubscriptionClosed,
 )
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.relay.backoff import backoff_delay
 from nostr_imagegen.service.relay.connection import (
     close_quietly,
@@ -86,7 +86,7 @@ class LinkSettings:
     that cannot work.
     """
 
-    keys: Keys | None = field(default=None, repr=False)
+    keys: Signer | None = field(default=None, repr=False)
     max_frame_bytes: int = MAX_FRAME_BYTES
     connect_timeout_s: float = 10.0
     ping_interval_s: float | None = 30.0

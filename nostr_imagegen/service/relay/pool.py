@@ -21,8 +21,8 @@ from types import TracebackType
 
 from nostr_imagegen.errors import MessageError, RelayError
 from nostr_imagegen.nostr.event import Event
-from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import MAX_FRAME_BYTES, Filter, encode_req
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.relay.connection import describe, short
 from nostr_imagegen.service.relay.link import LinkSettings, RelayLink, RelayStatus
 from nostr_imagegen.service.relay.publish import PublishResult, RelayOutcome, publish_once
@@ -54,7 +54,7 @@ class RelayPool:
         self,
         urls: Sequence[str],
         *,
-        keys: Keys | None = None,
+        keys: Signer | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         connect_timeout_s: float = 10.0,
         ping_interval_s: float | None = 30.0,

@@ -19,9 +19,9 @@ from websockets.exceptions import WebSocketException
 
 from nostr_imagegen.errors import EventError, MessageError, RelayError
 from nostr_imagegen.nostr.event import Event
-from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.messages import MAX_FRAME_BYTES
 from nostr_imagegen.nostr.session import Notice, PublishAcked, RelaySession
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.relay.connection import (
     close_quietly,
     describe,
@@ -78,7 +78,7 @@ async def publish_once(
     url: str,
     event: Event,
     *,
-    keys: Keys | None = None,
+    keys: Signer | None = None,
     timeout_s: float = 10.0,
     connect_timeout_s: float = 10.0,
     max_frame_bytes: int = MAX_FRAME_BYTES,
@@ -115,7 +115,7 @@ async def publish_once(
 
 
 async def _publish_on(
-    ws: ClientConnection, url: str, event: Event, keys: Keys | None, max_frame_bytes: int
+    ws: ClientConnection, url: str, event: Event, keys: Signer | None, max_frame_bytes: int
 ) -> RelayOutcome:
     session = RelaySession(url, keys=keys, max_frame_bytes=max_frame_bytes)
     await ws.send(session.publish(event))

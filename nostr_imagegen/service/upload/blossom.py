@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from nostr_imagegen.errors import ConfigError, UploadError
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.httpauth import authorization_header, blossom_upload_auth
 from nostr_imagegen.service.upload.host import UploadedImage, check_blob
 from nostr_imagegen.service.upload.transport import (
@@ -72,7 +72,7 @@ class BlossomHost:
     def __init__(
         self,
         servers: Sequence[str],
-        keys: Keys,
+        keys: Signer,
         *,
         client: httpx.AsyncClient | None = None,
         timeout_s: float = 60.0,

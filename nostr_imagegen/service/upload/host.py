@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
 from nostr_imagegen.errors import UploadError
+from nostr_imagegen.nostr.hexkeys import is_hex64
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -40,7 +41,6 @@ IMAGE_EXTENSIONS: Final[dict[str, str]] = {
     "image/gif": "gif",
 }
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
@@ -92,7 +92,7 @@ async def upload_with_fallback(
 
 def is_sha256_hex(text: str) -> bool:
     """Whether ``text`` is a sha256 digest as hosts and ``imeta`` write it: 64 lowercase hex."""
-    return isinstance(text, str) and _HEX64.fullmatch(text) is not None
+    return is_hex64(text)
 
 
 def check_blob(data: bytes, mime: str, sha256: str) -> None:

@@ -20,7 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nostr_imagegen.errors import UploadError
-from nostr_imagegen.nostr.keys import Keys
+from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.httpauth import authorization_header, nip98_auth
 from nostr_imagegen.service.upload.host import (
     IMAGE_EXTENSIONS,
@@ -86,7 +86,7 @@ class Nip96Host:
     def __init__(
         self,
         url: str,
-        keys: Keys,
+        keys: Signer,
         *,
         client: httpx.AsyncClient | None = None,
         timeout_s: float = 60.0,

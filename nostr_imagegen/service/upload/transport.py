@@ -19,6 +19,7 @@ from typing import Final
 import httpx
 
 from nostr_imagegen.errors import ConfigError, UploadError
+from nostr_imagegen.nostr.urls import HTTP_SCHEMES, is_url
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -50,11 +51,7 @@ def http_url(value: str, what: str) -> httpx.URL:
 
 def is_http_url(value: str) -> bool:
     """Whether a URL a server sent us is a usable absolute http(s) URL."""
-    try:
-        url = httpx.URL(value)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return False
-    return url.scheme in ("http", "https") and bool(url.host) and len(value) <= MAX_URL_CHARS
+    return is_url(value, HTTP_SCHEMES, max_chars=MAX_URL_CHARS)
 
 
 def reason(response: httpx.Response) -> str:

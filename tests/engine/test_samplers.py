@@ -219,3 +219,21 @@ def test_a_sampler_needing_a_missing_package_is_refused_at_start(
     assert "lms" not in offered_samplers(
         EngineConfig.from_mapping(tiny_config_data(tiny_models)).models["tiny"]
     )
+
+
+def test_the_announcement_lists_samplers_and_image_counts_per_model(engine: Engine) -> None:
+    import json
+
+    from nostr_imagegen.service.announce import handler_info_template
+    from nostr_imagegen.service.options import Announcement
+
+    template = handler_info_template(
+        Announcement(name="Test DVM", about="tiny pictures"), engine.offered(), [5100]
+    )
+    content = json.loads(template.content)
+    limits = content["modelLimits"]
+    assert limits["tiny-limited"] == {"samplers": ["euler_a", "ddim"], "max_images": 4}
+    assert limits["tiny"]["samplers"] == list(offered_samplers(engine.config.models["tiny"]))
+    params = content["nip90Params"]
+    assert params["num_images"]["values"] == ["1", "2", "3", "4"]
+    assert "dpmpp_2m_karras" in params["sampler"]["values"]

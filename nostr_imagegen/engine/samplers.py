@@ -9,8 +9,8 @@ The vocabulary and what each name means live in ``nostr_imagegen.sampler_names``
 its two tables applies is read from the scheduler the model was loaded with
 (``is_flow_matching``), so a family added later gets the right one without being listed
 here. The scheduler for a job is built with ``Class.from_config(original.config, **keys)``:
-a scheduler holds no weights, building one costs a fraction of a millisecond next to a
-reload of the pipeline (``benchmarks/bench_samplers.py``).
+a scheduler holds no weights: swapping one in and back costs about a millisecond, a
+hundredth of a reload of the pipeline (``benchmarks/bench_samplers.py``).
 """
 
 from __future__ import annotations

@@ -426,7 +426,7 @@ class Engine:
         if pipeline is None:
             raise EngineError(f"model {plan.model!r} was unloaded during the job")
         if plan.refine is not None:
-            refine.check_refinable(entry.text2img, plan.model)
+            refine.check_refinable(entry.text2img, plan.model, _refine_tag(job))
         seeds = batch.image_seeds(seed, plan.num_images)
         kwargs = self._call_arguments(job, plan, seeds, pipeline, init_image, progress, cancel)
         images = self._call(entry, plan, lambda: self._generate(entry, pipeline, plan, kwargs))
@@ -477,7 +477,7 @@ class Engine:
         refine_steps = (
             int(plan.refine.steps * plan.refine.strength) if plan.refine is not None else 0
         )
-        done = [0]  # steps of the passes finished before the one running
+        first_pass = [0]  # the generation's step count, once it has finished
 
         def on_step_end(
             pipe: Any, step: int, timestep: Any, tensors: Mapping[str, Any]
@@ -486,10 +486,11 @@ class Engine:
                 raise _Interrupted
             total = int(getattr(pipe, "num_timesteps", plan.steps))
             if progress is not None:
-                first = total if not done[0] else done[0]
-                progress(done[0] + step + 1, first + refine_steps)
-            if step + 1 == total and not done[0]:
-                done[0] = total
+                # Steps of the refine pass follow the generation's: one count for the job.
+                before = first_pass[0]
+                progress(before + step + 1, (before or total) + refine_steps)
+            if step + 1 == total and not first_pass[0]:
+                first_pass[0] = total
             return tensors
 
         kwargs: dict[str, Any] = {
@@ -620,6 +621,15 @@ class Engine:
                 else:
                     self._upscaler = LanczosUpscaler()
             return self._upscaler
+
+
+def _refine_tag(job: ImageJob) -> tuple[str, ...]:
+    """The param that made a job need a refine pass: its upscale, else its size."""
+    if job.upscale is not None:
+        return ("param", "upscale", _format_number(job.upscale))
+    if job.size is not None:
+        return ("param", "size", f"{job.size[0]}x{job.size[1]}")
+    return ("param", "upscale")  # the operator's default_factor
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

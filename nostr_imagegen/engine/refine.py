@@ -38,7 +38,14 @@ from nostr_imagegen.imagejob.dimensions import (
 )
 from nostr_imagegen.imagejob.model import ImageJob
 
-__all__ = ["RefinePlan", "has_img2img", "refine_images", "refine_plan", "refined_dimensions"]
+__all__ = [
+    "RefinePlan",
+    "check_refinable",
+    "has_img2img",
+    "refine_images",
+    "refine_plan",
+    "refined_dimensions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +147,15 @@ def has_img2img(pipeline: Any) -> bool:
     return found is not None
 
 
-def check_refinable(pipeline: Any, model: str) -> None:
-    """Refuse a refined job on a model without img2img, before anything is generated."""
+def check_refinable(pipeline: Any, model: str, tag: tuple[str, ...]) -> None:
+    """Refuse a refined job on a model without img2img, before anything is generated;
+    ``tag`` is the job's param that asked for the enlargement."""
     if not has_img2img(pipeline):
         raise JobRejected(
             f"model {model!r} cannot make an upscaled or enlarged image here: its refine "
             "pass needs an img2img pipeline, which this model family has not; ask for the "
             "native size without upscale",
-            tag=("param", "upscale"),
+            tag=tag,
         )
 
 

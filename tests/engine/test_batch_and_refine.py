@@ -133,8 +133,9 @@ def test_refine_is_refused_for_a_model_without_img2img(
     engine = Engine(EngineConfig.from_mapping(data), loader=loader)
     assert not has_img2img(engine.cache.get("tiny").text2img)
     assert has_img2img(diffusers.StableDiffusionPipeline.__new__(diffusers.StableDiffusionPipeline))
-    with pytest.raises(JobRejected, match="needs an img2img pipeline"):
+    with pytest.raises(JobRejected, match="needs an img2img pipeline") as refused:
         engine.generate(make_job(("upscale", "2")))
+    assert refused.value.tag == ("param", "upscale", "2")
     assert engine.generate(make_job()).images[0].size == (64, 64)  # still serves the rest
 
 
@@ -143,3 +144,15 @@ def test_learned_refine_needs_a_learned_upscaler(tiny_models: TinyModels) -> Non
     data["models"]["tiny"]["refine"] = {"upscaler": "learned"}
     with pytest.raises(ConfigError, match='needs an \\[upscaler\\] of kind "spandrel"'):
         EngineConfig.from_mapping(data)
+
+
+def test_progress_counts_the_refine_pass_after_the_generation(
+    engine: Engine, make_job: MakeJob
+) -> None:
+    seen: list[tuple[int, int]] = []
+    engine.generate(
+        make_job(("upscale", "2"), ("model", "tiny-refined")),
+        progress=lambda step, total: seen.append((step, total)),
+    )
+    # 2 generation steps, then int(4 * 0.5) = 2 refine steps, counted as one job of 4.
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -95,6 +95,13 @@ def refined_dimensions(
     want_w, want_h = job.size
     if want_w * want_h <= native * native:
         return None
+    tag = ("param", "size", f"{want_w}x{want_h}")
+    if not all(limits.min_side <= side <= limits.max_side for side in job.size):
+        raise JobRejected(
+            f"size {want_w}x{want_h} is not served here: each side must be from "
+            f"{limits.min_side} to {limits.max_side} pixels",
+            tag=tag,
+        )
     scale = math.sqrt(native * native / (want_w * want_h))
     generated = resolve_dimensions(
         family,
@@ -111,7 +118,6 @@ def refined_dimensions(
     factor = job.upscale if job.upscale is not None else (default_upscale or 1.0)
     out_w, out_h = round(want_w * factor), round(want_h * factor)
     enlarge = max(out_w / generated.width, out_h / generated.height)
-    tag = ("param", "size", f"{want_w}x{want_h}")
     if max(out_w, out_h) > limits.max_output_side:
         raise JobRejected(
             f"{out_w}x{out_h} is larger than this provider delivers: at most "

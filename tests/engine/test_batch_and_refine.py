@@ -156,3 +156,22 @@ def test_progress_counts_the_refine_pass_after_the_generation(
     )
     # 2 generation steps, then int(4 * 0.5) = 2 refine steps, counted as one job of 4.
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_num_images_with_an_input_image(engine: Engine, make_job: MakeJob) -> None:
+    source = Image.new("RGB", (64, 64), (200, 40, 90))
+    job = make_job(("seed", "8"), ("num_images", "2"), image_url="https://example.com/in.png")
+    result = engine.generate(job, init_image=source)
+    assert [image.size for image in result.images] == [(64, 64), (64, 64)]
+    assert result.seeds == (8, 9)
+    single = engine.generate(
+        make_job(("seed", "9"), image_url="https://example.com/in.png"), init_image=source
+    ).images[0]
+    assert np.abs(pixels(result.images[1]) - pixels(single)).max() <= 2
+
+
+def test_a_refined_size_still_keeps_the_side_limits(engine: Engine, make_job: MakeJob) -> None:
+    side = engine.config.limits.max_side + 64
+    with pytest.raises(JobRejected, match="each side must be from") as refused:
+        engine.plan(make_job(("size", f"{side}x64"), ("model", "tiny-refined")))
+    assert refused.value.tag == ("param", "size", f"{side}x64")

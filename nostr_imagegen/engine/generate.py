@@ -543,10 +543,10 @@ class Engine:
         with sampler_applied(pipeline, plan.sampler, model=plan.model):
             output = pipeline(**kwargs)
         images = list(output.images)
-        if len(images) != plan.num_images or not all(
-            isinstance(image, Image.Image) for image in images
-        ):
+        if not images or not all(isinstance(image, Image.Image) for image in images):
             raise EngineError("the pipeline returned no image")
+        if len(images) != plan.num_images:
+            raise EngineError(f"the pipeline returned {len(images)} images, not {plan.num_images}")
         return images
 
     def _refine_upscaler(self, plan: RefinePlan) -> Upscaler:

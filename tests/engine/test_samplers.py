@@ -21,7 +21,11 @@ from nostr_imagegen.sampler_names import (
     missing_packages,
 )
 
-pytestmark = pytest.mark.engine
+pytestmark = [
+    pytest.mark.engine,
+    # diffusers' Karras sigma code hands torch tensors to numpy (its warning, not ours).
+    pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning"),
+]
 
 
 def pixels(image: Image.Image) -> np.ndarray[Any, Any]:

@@ -18,6 +18,17 @@ Read from TOML (``load_engine_config``) or from an already parsed mapping
     steps = 4
     guidance_scale = 0.0
 
+    samplers = ["euler_a", "dpmpp_2m_karras"]   # optional: the samplers requests may name
+    default_sampler = "euler_a"              # optional: else the model's own scheduler
+    max_images = 4                           # ["param", "num_images", "N"] up to this
+    dtype = "bfloat16"                       # optional: this model's precision
+    vae_tiling = true                        # memory and speed options: docs/engine.md
+
+    [models.sdxl-turbo.refine]               # optional: a refining upscale ("hires fix")
+    upscaler = "lanczos"                     # or "learned": the [upscaler] model
+    strength = 0.3
+    steps = 20
+
     [loras.pixel-art]
     source = "/srv/loras/pixel.safetensors"
     family = "sdxl"
@@ -69,6 +80,7 @@ from pydantic import (
 from nostr_imagegen.errors import ConfigError
 from nostr_imagegen.imagejob.dimensions import DimensionLimits, ModelFamily
 from nostr_imagegen.imagejob.model import NAME_PATTERN, NAME_RULE, is_valid_name
+from nostr_imagegen.sampler_names import SAMPLER_NAMES
 
 __all__ = [
     "NAME_PATTERN",
@@ -80,6 +92,7 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "OutputConfig",
+    "RefineConfig",
     "UpscalerConfig",
     "is_local_path",
     "is_single_file",
@@ -124,6 +137,11 @@ _REMOTE_PREFIXES: Final = ("http://", "https://", "hf.co/", "huggingface.co/")
 
 Source = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
 DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
+#: Quantized loading of the denoiser (``nostr_imagegen.engine.memory``): bitsandbytes NF4 or
+#: 8-bit, torchao int8 weight-only, or a GGUF file (``gguf_file``) for the transformer.
+Quantization = Literal["bnb-4bit", "bnb-8bit", "torchao-int8", "gguf"]
+#: Largest ``max_images`` a model may allow in one job.
+MAX_IMAGES_PER_JOB: Final = 16
 
 
 def is_single_file(source: str) -> bool:
@@ -158,6 +176,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class RefineConfig(_Section):
+    """A refining upscale (A1111's "hires fix") for a model: the generated image is
+    upscaled, then redrawn by an img2img pass at low strength with the same prompt.
+    ``[models.X.refine]``; used for the ``upscale`` param and for a ``size`` beyond the
+    model's native pixel budget."""
+
+    #: ``lanczos``, or ``learned``: the engine's ``[upscaler]`` model (kind ``spandrel``).
+    upscaler: Literal["lanczos", "learned"] = "lanczos"
+    #: img2img strength of the refine pass: how much of the upscaled image is redrawn.
+    strength: float = Field(default=0.3, gt=0.0, le=1.0)
+    #: Steps of the refine pass before strength (diffusers runs ``int(steps * strength)``);
+    #: None: the job's steps.
+    steps: int | None = Field(default=None, ge=1, le=1000)
+
+
 class ModelConfig(_Section):
     """One model customers may ask for by name."""
 
@@ -181,6 +214,32 @@ class ModelConfig(_Section):
     single_file_config: Source | None = None
     #: Weight file variant to load from a hub id or folder (``fp16``).
     variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    #: The samplers (``nostr_imagegen.sampler_names``) requests may name; None: all.
+    samplers: tuple[str, ...] | None = Field(default=None, min_length=1)
+    #: The sampler of jobs that name none; None: the model's own scheduler.
+    default_sampler: str | None = None
+    #: Most images one job may ask for (``["param", "num_images", "N"]``).
+    max_images: int = Field(default=4, ge=1, le=MAX_IMAGES_PER_JOB)
+    #: A refining upscale for this model (``[models.X.refine]``); None: plain upscaling.
+    refine: RefineConfig | None = None
+    # Memory and speed (applied on load by ``nostr_imagegen.engine.memory``).
+    #: This model's precision, over the engine's ``dtype``.
+    dtype: DType | None = None
+    #: ``model``: each component on the GPU only while it runs; ``sequential``: each layer
+    #: (least memory, slowest). Needs accelerate and a CUDA device.
+    offload: Literal["model", "sequential"] | None = None
+    #: Decode large images in tiles / a batch one image at a time (bounds VAE memory).
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    #: A diffusers attention backend for the denoiser (``native``, ``flash``, ``sage``...).
+    attention_backend: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,40}$")
+    #: Compile the denoiser with ``torch.compile`` when the model is loaded.
+    compile: bool = False
+    #: Load the denoiser quantized; the package it needs must be installed.
+    quantization: Quantization | None = None
+    #: For ``quantization = "gguf"``: the transformer as one ``.gguf`` file; the other
+    #: components come from ``source``.
+    gguf_file: Source | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -190,6 +249,40 @@ class ModelConfig(_Section):
                 f"unknown scheduler {value!r}; use one of {', '.join(sorted(SCHEDULERS))}"
             )
         return value
+
+    @field_validator("samplers")
+    @classmethod
+    def _known_samplers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            if name not in SAMPLER_NAMES:
+                raise ValueError(
+                    f"unknown sampler {name!r}; use some of {', '.join(SAMPLER_NAMES)}"
+                )
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a sampler is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _default_sampler_offered(self) -> Self:
+        name = self.default_sampler
+        if name is None:
+            return self
+        offered = self.samplers if self.samplers is not None else SAMPLER_NAMES
+        if name not in offered:
+            raise ValueError(
+                f"default_sampler {name!r} is not among the samplers offered ({', '.join(offered)})"
+            )
+        if self.scheduler is not None:
+            raise ValueError("give either scheduler or default_sampler, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _gguf_file_with_gguf(self) -> Self:
+        if (self.quantization == "gguf") != (self.gguf_file is not None):
+            raise ValueError('quantization = "gguf" and gguf_file go together')
+        if self.gguf_file is not None and not self.gguf_file.lower().endswith(".gguf"):
+            raise ValueError(f"gguf_file {self.gguf_file!r} is not a .gguf file")
+        return self
 
     @model_validator(mode="after")
     def _single_file_config_needs_single_file(self) -> Self:
@@ -360,6 +453,16 @@ class EngineConfig(BaseModel):
                     f"models.{name}.guidance_scale ({model.guidance_scale}) is above "
                     f"limits.max_guidance_scale ({limits.max_guidance_scale})"
                 )
+        for name, model in self.models.items():
+            if (
+                model.refine is not None
+                and model.refine.upscaler == "learned"
+                and self.upscaler.kind != "spandrel"
+            ):
+                raise ValueError(
+                    f'models.{name}.refine.upscaler = "learned" needs an [upscaler] of kind '
+                    '"spandrel" (the learned model to upscale with)'
+                )
         for name, lora in self.loras.items():
             if abs(lora.weight) > limits.max_lora_weight:
                 raise ValueError(
@@ -407,6 +510,8 @@ class EngineConfig(BaseModel):
             config_folder = model.single_file_config
             if config_folder is not None and is_local_path(config_folder):
                 wanted.append((f"models.{name}.single_file_config", config_folder, "folder"))
+            if model.gguf_file is not None and is_local_path(model.gguf_file):
+                wanted.append((f"models.{name}.gguf_file", model.gguf_file, "file"))
         for name, lora in self.loras.items():
             if is_local_path(lora.source):
                 wanted.append((f"loras.{name}.source", lora.source, "either"))
@@ -427,6 +532,9 @@ class EngineConfig(BaseModel):
                         _resolve(model.single_file_config, base)
                         if model.single_file_config is not None
                         else None
+                    ),
+                    "gguf_file": (
+                        _resolve(model.gguf_file, base) if model.gguf_file is not None else None
                     ),
                 }
             )

@@ -71,6 +71,7 @@ PUBLIC: dict[str, dict[str, str]] = {
         "SpandrelUpscaler": "nostr_imagegen.engine.upscale",
         "Upscaler": "nostr_imagegen.engine.upscale",
         "UpscalerConfig": "nostr_imagegen.engine_config",
+        "RefineConfig": "nostr_imagegen.engine_config",
         "encode_image": "nostr_imagegen.engine.encode",
         "encode_result": "nostr_imagegen.engine.encode",
         "is_local_path": "nostr_imagegen.engine_config",

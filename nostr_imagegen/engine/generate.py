@@ -17,6 +17,12 @@ What a job may ask for and what it gets:
   seeded with it makes the job reproducible on the same machine.
 - an input image (``init_image``): img2img over the same weights (``from_pipe``), the image
   resized to the generation size.
+- ``sampler``: ``["param", "sampler", NAME]`` from the model's offered samplers
+  (``engine.samplers``), swapped in for the job and the model's own scheduler put back.
+- ``num_images``: 1 up to the model's ``max_images``, in one pipeline call, image ``k`` drawn
+  with seed ``seed + k`` (``engine.batch``).
+- ``upscale`` and a ``size`` beyond the native budget on a model with ``[models.X.refine]``:
+  generated at the native budget, enlarged and redrawn by img2img (``engine.refine``).
 - ``output``: the type its images are encoded as (``encode.output_type``); one the encoder
   cannot write is rejected by ``plan``, before anything is loaded or generated.
 
@@ -42,10 +48,19 @@ from typing import Any, Final
 import torch
 from PIL import Image, ImageOps
 
+from nostr_imagegen.engine import batch, refine
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
 from nostr_imagegen.engine.encode import output_type
+from nostr_imagegen.engine.memory import check_memory_options
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
+from nostr_imagegen.engine.refine import RefinePlan
 from nostr_imagegen.engine.registry import Registry
+from nostr_imagegen.engine.samplers import (
+    check_sampler_packages,
+    choose_sampler,
+    offered_samplers,
+    sampler_applied,
+)
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
 from nostr_imagegen.engine_config import EngineConfig, EngineLimits
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, NostrImagegenError
@@ -99,6 +114,12 @@ class GenerationPlan:
     strength: float | None
     #: MIME type the images will be encoded as (``image/png``, ``image/jpeg``, ``image/webp``).
     output: str
+    #: Sampler name (``nostr_imagegen.sampler_names``); None: the model's own scheduler.
+    sampler: str | None = None
+    #: Images generated in the one pipeline call (``["param", "num_images", "N"]``).
+    num_images: int = 1
+    #: The refine pass after generation (``engine.refine``); None: plain upscaling.
+    refine: RefinePlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +144,10 @@ class GenerationResult:
     negative_prompt: str | None
     #: Seconds from the start of the job (model loading included) to the final images.
     elapsed: float
+    #: The seed of each image (``seed`` is the first); empty means ``(seed,)``.
+    seeds: tuple[int, ...] = ()
+    #: The sampler the job ran with; None: the model's own scheduler.
+    sampler: str | None = None
 
     def metadata(self) -> dict[str, str]:
         """How the image was made, as text (for PNG text chunks / EXIF; no paths in it)."""
@@ -136,6 +161,10 @@ class GenerationResult:
         }
         if self.negative_prompt:
             data["negative_prompt"] = self.negative_prompt
+        if self.sampler is not None:
+            data["sampler"] = self.sampler
+        if len(self.seeds) > 1:
+            data["seeds"] = ", ".join(str(seed) for seed in self.seeds)
         if self.loras:
             data["loras"] = ", ".join(f"{n}:{_format_number(w)}" for n, w in self.loras)
         if self.strength is not None:
@@ -150,6 +179,10 @@ class OfferedModel:
     name: str
     family: ModelFamily
     default: bool
+    #: The sampler names its requests may give.
+    samplers: tuple[str, ...] = ()
+    #: Most images one job may ask for.
+    max_images: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +232,8 @@ class Engine:
         self._registry = Registry(config)
         self._device = select_device(device if device is not None else config.device)
         self._dtype = select_dtype(self._device, dtype if dtype is not None else config.dtype)
+        check_memory_options(config, self._device)
+        check_sampler_packages(config)
         self._cache = PipelineCache(config, self._device, self._dtype, loader=loader)
         self._upscaler = upscaler
         self._lock = threading.Lock()
@@ -229,7 +264,14 @@ class Engine:
         """The models, LoRAs, ratios and limits this engine serves."""
         names = self._registry.model_names()
         models = tuple(
-            OfferedModel(name, self._config.models[name].family, name == names[0]) for name in names
+            OfferedModel(
+                name,
+                self._config.models[name].family,
+                name == names[0],
+                samplers=offered_samplers(self._config.models[name]),
+                max_images=self._config.models[name].max_images,
+            )
+            for name in names
         )
         loras = tuple(
             OfferedLora(name, lora.family, lora.weight) for name, lora in self._config.loras.items()
@@ -264,13 +306,21 @@ class Engine:
         name, model = self._registry.resolve_model(job.model)
         loras = self._registry.resolve_loras(job.loras, model.family)
         limits = self._config.limits
-        dimensions = job_dimensions(
+        dimensions = refine.refined_dimensions(
+            job,
+            model.family,
+            model,
+            limits=limits.dimension_limits(),
+            default_upscale=self._config.upscaler.default_factor,
+        ) or job_dimensions(
             job,
             model.family,
             native_size=model.native_size,
             limits=limits.dimension_limits(),
             default_upscale=self._config.upscaler.default_factor,
         )
+        sampler = choose_sampler(job, name, model)
+        num_images = batch.images_asked(job, name, model)
         steps = self._steps(job, model.steps, limits)
         guidance = self._guidance(job, model.guidance_scale, model.family, limits)
         strength: float | None = None
@@ -302,6 +352,9 @@ class Engine:
             guidance_scale=guidance,
             strength=strength,
             output=output,
+            sampler=sampler,
+            num_images=num_images,
+            refine=refine.refine_plan(model.refine, dimensions, steps),
         )
 
     def generate(
@@ -372,9 +425,12 @@ class Engine:
         pipeline = entry.img2img() if init_image is not None else entry.text2img
         if pipeline is None:
             raise EngineError(f"model {plan.model!r} was unloaded during the job")
-        kwargs = self._call_arguments(job, plan, seed, pipeline, init_image, progress, cancel)
-        images = self._call(entry, pipeline, plan, kwargs)
-        finished = tuple(self._finish(image, plan.dimensions) for image in images)
+        if plan.refine is not None:
+            refine.check_refinable(entry.text2img, plan.model, _refine_tag(job))
+        seeds = batch.image_seeds(seed, plan.num_images)
+        kwargs = self._call_arguments(job, plan, seeds, pipeline, init_image, progress, cancel)
+        images = self._call(entry, plan, lambda: self._generate(entry, pipeline, plan, kwargs))
+        finished = tuple(self._finish(image, plan) for image in images)
         elapsed = time.monotonic() - started
         logger.info(
             "job %s: %s %dx%d, %d steps, seed %d, %.2fs",
@@ -401,28 +457,40 @@ class Engine:
             prompt=job.prompt,
             negative_prompt=job.negative_prompt,
             elapsed=elapsed,
+            seeds=seeds,
+            sampler=plan.sampler,
         )
 
     def _call_arguments(
         self,
         job: ImageJob,
         plan: GenerationPlan,
-        seed: int,
+        seeds: tuple[int, ...],
         pipeline: Any,
         init_image: Image.Image | None,
         progress: Progress | None,
         cancel: threading.Event | None,
     ) -> dict[str, Any]:
         accepted = inspect.signature(pipeline.__call__).parameters
-        generator = torch.Generator(device=generator_device(self._device)).manual_seed(seed)
+        generator = batch.generators(generator_device(self._device), seeds)
+        # A refine pass runs after the generation: progress counts both in one total.
+        refine_steps = (
+            int(plan.refine.steps * plan.refine.strength) if plan.refine is not None else 0
+        )
+        first_pass = [0]  # the generation's step count, once it has finished
 
         def on_step_end(
             pipe: Any, step: int, timestep: Any, tensors: Mapping[str, Any]
         ) -> Mapping[str, Any]:
             if cancel is not None and cancel.is_set():
                 raise _Interrupted
+            total = int(getattr(pipe, "num_timesteps", plan.steps))
             if progress is not None:
-                progress(step + 1, int(getattr(pipe, "num_timesteps", plan.steps)))
+                # Steps of the refine pass follow the generation's: one count for the job.
+                before = first_pass[0]
+                progress(before + step + 1, (before or total) + refine_steps)
+            if step + 1 == total and not first_pass[0]:
+                first_pass[0] = total
             return tensors
 
         kwargs: dict[str, Any] = {
@@ -430,7 +498,7 @@ class Engine:
             "num_inference_steps": plan.steps,
             "guidance_scale": plan.guidance_scale,
             "generator": generator,
-            "num_images_per_prompt": 1,
+            "num_images_per_prompt": plan.num_images,
             "output_type": "pil",
             "callback_on_step_end": on_step_end,
         }
@@ -449,15 +517,50 @@ class Engine:
             kwargs["width"], kwargs["height"] = size
         return kwargs
 
-    def _call(
+    def _generate(
         self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
+    ) -> list[Image.Image]:
+        """The pipeline call of the job, then its refine pass when it has one."""
+        images = self._pipeline_call(pipeline, plan, kwargs)
+        if plan.refine is None:
+            return images
+        dimensions = plan.dimensions
+        return refine.refine_images(
+            images,
+            img2img=entry.img2img(),
+            plan=plan.refine,
+            upscaler=self._refine_upscaler(plan.refine),
+            output_size=(dimensions.output_width, dimensions.output_height),
+            multiple=plan.family.multiple,
+            call_arguments=kwargs,
+            run=lambda img2img, refine_kwargs: self._pipeline_call(img2img, plan, refine_kwargs),
+        )
+
+    @staticmethod
+    def _pipeline_call(
+        pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
+    ) -> list[Image.Image]:
+        with sampler_applied(pipeline, plan.sampler, model=plan.model):
+            output = pipeline(**kwargs)
+        images = list(output.images)
+        if not images or not all(isinstance(image, Image.Image) for image in images):
+            raise EngineError("the pipeline returned no image")
+        if len(images) != plan.num_images:
+            raise EngineError(f"the pipeline returned {len(images)} images, not {plan.num_images}")
+        return images
+
+    def _refine_upscaler(self, plan: RefinePlan) -> Upscaler:
+        return self._get_upscaler() if plan.upscaler == "learned" else LanczosUpscaler()
+
+    def _call(
+        self, entry: LoadedModel, plan: GenerationPlan, generate: Callable[[], list[Image.Image]]
     ) -> list[Image.Image]:
         try:
             try:
                 if plan.loras:
                     # Inside the try: a switch that fails half-way is reset too.
                     entry.activate_loras(plan.loras)
-                output = pipeline(**kwargs)
+                images = generate()
             finally:
                 if plan.loras:
                     self._reset_loras(entry)
@@ -474,9 +577,6 @@ class Engine:
         except Exception as exc:
             logger.exception("pipeline %r failed", plan.model)
             raise EngineError(f"image generation failed ({type(exc).__name__}: {exc})") from exc
-        images = list(output.images)
-        if not images or not all(isinstance(image, Image.Image) for image in images):
-            raise EngineError("the pipeline returned no image")
         return images
 
     def _reset_loras(self, entry: LoadedModel) -> None:
@@ -494,10 +594,11 @@ class Engine:
         if self._device.startswith("cuda") and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _finish(self, image: Image.Image, dimensions: Dimensions) -> Image.Image:
+    def _finish(self, image: Image.Image, plan: GenerationPlan) -> Image.Image:
+        dimensions = plan.dimensions
         target = (dimensions.output_width, dimensions.output_height)
         limits = self._config.limits
-        if dimensions.upscale > 1.0:
+        if dimensions.upscale > 1.0 and plan.refine is None:  # a refine pass enlarged it
             image = upscale_image(
                 image,
                 dimensions.upscale,
@@ -520,6 +621,15 @@ class Engine:
                 else:
                     self._upscaler = LanczosUpscaler()
             return self._upscaler
+
+
+def _refine_tag(job: ImageJob) -> tuple[str, ...]:
+    """The param that made a job need a refine pass: its upscale, else its size."""
+    if job.upscale is not None:
+        return ("param", "upscale", _format_number(job.upscale))
+    if job.size is not None:
+        return ("param", "size", f"{job.size[0]}x{job.size[1]}")
+    return ("param", "upscale")  # the operator's default_factor
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

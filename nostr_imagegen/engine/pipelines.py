@@ -47,6 +47,7 @@ from typing import Any, Final
 
 import torch
 
+from nostr_imagegen.engine.memory import load_options, model_dtype, place_and_tune
 from nostr_imagegen.engine_config import EngineConfig, LoraConfig, ModelConfig
 from nostr_imagegen.errors import ConfigError, EngineError
 from nostr_imagegen.imagejob.dimensions import ModelFamily
@@ -74,7 +75,7 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     progress bars. Raises whatever diffusers raises (the cache wraps it)."""
     diffusers: Any = importlib.import_module("diffusers")
 
-    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **load_options(model, dtype)}
     if model.single_file:
         pipeline_class = getattr(diffusers, _SINGLE_FILE_CLASSES[model.family])
         if model.single_file_config is not None:
@@ -87,7 +88,7 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     if model.scheduler is not None:
         scheduler_class = getattr(diffusers, model.scheduler)
         pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
-    pipeline.to(device)
+    place_and_tune(pipeline, model, device)  # .to(device), or offload hooks; VAE, attention
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -295,7 +296,9 @@ class PipelineCache:
     def _load(self, name: str, model: ModelConfig) -> LoadedModel:
         logger.info("loading model %r (%s)", name, model.family.value)
         try:
-            pipeline = self._loader(model, self._device, self._dtype)
+            pipeline = self._loader(
+                model, self._device, model_dtype(model, self._device, self._dtype)
+            )
         except torch.OutOfMemoryError as exc:
             _collect(self._device)
             raise EngineError(f"model {name!r} does not fit in memory") from exc

@@ -7,7 +7,13 @@ the full shape is in ``imagejob.handler_info``)::
     {"kind": 31990, "tags": [["d", "nostr-imagegen"], ["k", "5100"]],
      "content": {"name": "My DVM", "about": "...",
                  "nip90Params": {"model": {"required": false, "values": ["sdxl-turbo"]},
-                                 "ratio": {"required": false, "values": ["1:1", "4:3"]}, ...}}}
+                                 "ratio": {"required": false, "values": ["1:1", "4:3"]},
+                                 "sampler": {"required": false, "values": ["euler_a", ...]},
+                                 "num_images": {"required": false, "values": ["1", "2"]}},
+                 "modelLimits": {"sdxl-turbo": {"samplers": ["euler_a"], "max_images": 2}}}}
+
+``sampler`` and ``num_images`` list what at least one model takes; ``modelLimits`` says per
+model which samplers it takes and how many images one job may ask of it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ def handler_info_template(
     kwargs: dict[str, Any] = {}
     if ratios:
         kwargs["ratios"] = ratios
+    params, limits = _sampler_and_image_params(offered)
+    extra = dict(announcement.extra or {})
+    if limits and "modelLimits" not in extra:
+        extra["modelLimits"] = limits
+    if params:
+        kwargs["params"] = params
     return build_handler_info(
         identifier=announcement.identifier,
         kinds=kinds,
@@ -50,9 +62,32 @@ def handler_info_template(
         picture=announcement.picture,
         models=models,
         loras=loras,
-        extra=announcement.extra,
+        extra=extra or None,
         **kwargs,
     )
+
+
+def _sampler_and_image_params(
+    offered: OfferLike,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """``nip90Params`` for ``sampler`` and ``num_images`` (what any model takes), and each
+    model's own samplers and maximum number of images. Offers without these (an embedder's
+    engine) give neither."""
+    per_model: dict[str, dict[str, Any]] = {}
+    for model in offered.models:
+        samplers = getattr(model, "samplers", None)
+        max_images = getattr(model, "max_images", None)
+        if samplers is None or not isinstance(max_images, int):
+            continue
+        per_model[model.name] = {"samplers": list(samplers), "max_images": max_images}
+    if not per_model:
+        return {}, {}
+    samplers = list(dict.fromkeys(s for limit in per_model.values() for s in limit["samplers"]))
+    most = max(limit["max_images"] for limit in per_model.values())
+    params: dict[str, list[str]] = {"num_images": [str(n) for n in range(1, most + 1)]}
+    if samplers:
+        params["sampler"] = samplers
+    return params, per_model
 
 
 async def announce_forever(

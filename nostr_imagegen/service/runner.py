@@ -62,13 +62,17 @@ from nostr_imagegen.nostr.messages import Filter
 from nostr_imagegen.service.activejobs import ActiveJobs
 from nostr_imagegen.service.announce import announce_forever, handler_info_template
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
+from nostr_imagegen.service.chaining import ChainResolver, InputPending
 from nostr_imagegen.service.jobqueue import ActiveJob, BoundedMap, JobQueue
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
+from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
 from nostr_imagegen.service.payment import PaymentWait, price
+from nostr_imagegen.service.policy import RequestPolicy
 from nostr_imagegen.service.seams import (
     EngineLike,
+    EngineTimeHook,
     FeedbackHook,
     Fetcher,
     GenerationLike,
@@ -134,6 +138,8 @@ class JobRunner:
         input_resolver: InputResolver | None = None,
         on_result: ResultHook | None = None,
         on_feedback: FeedbackHook | None = None,
+        policy: RequestPolicy | None = None,
+        on_engine_time: EngineTimeHook | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size must be at least 1")
@@ -158,6 +164,8 @@ class JobRunner:
         self.input_resolver = input_resolver
         self.on_result = on_result
         self.on_feedback = on_feedback
+        #: Abuse control (``[policy]``); None serves everyone.
+        self.policy = policy
         self.stats = RunnerStats()
         self.queue_size = queue_size
 
@@ -197,6 +205,7 @@ class JobRunner:
             fetcher=fetcher,
             fetch_policy=fetch_policy,
             amount_in_result=payment_check is None,
+            on_engine_time=on_engine_time,
         )
         self._payment_wait = (
             None
@@ -314,11 +323,14 @@ class JobRunner:
 
         Never raises (except ``CancelledError``): hostile input is logged and dropped.
         """
+        if isinstance(self.input_resolver, ChainResolver) and self.input_resolver.offer(event):
+            return  # the input a chained job waits for
         try:
             if event.kind == DELETION_KIND:
                 await self._handle_cancellation(event)
             elif event.kind in self.accepted_kinds:
-                await self._handle_request(relay_url, event)
+                with job_context(event.id):
+                    await self._handle_request(relay_url, event)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -349,6 +361,11 @@ class JobRunner:
         if providers and self.keys.public_key not in providers:
             self.stats.ignored += 1
             return  # NIP-90: addressed to another provider; not even recorded
+        stale = None if self.policy is None else self.policy.ignore(event)
+        if stale is not None:  # expired, too old, from the future: nobody waits for it
+            logger.info("ignoring request %.12s: %s", event.id, stale.reason)
+            self.stats.ignored += 1
+            return
         if not await self._ledger_io(self.ledger.claim, event, relay=relay_url):
             self.stats.duplicates += 1
             return
@@ -359,6 +376,12 @@ class JobRunner:
             )
             self.stats.cancelled += 1
             return
+        if self.policy is not None:
+            mine = sum(1 for a in self._jobs.all() if a.job.customer == event.pubkey)
+            refusal = self.policy.refuse(event, active_jobs_of_customer=mine)
+            if refusal is not None:
+                await self._jobs.reject(event, relay_url, refusal.reason)
+                return
         await self._accept(event, relay_url, JobState.RECEIVED)
 
     async def _accept(self, event: Event, relay_url: str | None, state: JobState) -> None:
@@ -371,6 +394,13 @@ class JobRunner:
             return
         except JobRejected as exc:
             await self._jobs.reject(event, relay_url, str(exc))
+            return
+        except InputPending as pending:
+            self._tasks.spawn(self._accept_when_resolved(event, relay_url, state, pending), "chain")
+            return
+        refusal = None if self.policy is None else self.policy.refuse_prompt(job)
+        if refusal is not None:  # before any engine time
+            await self._jobs.reject(job, relay_url, refusal.reason)
             return
         try:
             self._check_plan(job)
@@ -405,6 +435,45 @@ class JobRunner:
             return
         # A resumed job was accepted before the restart: it does not count against the limit.
         await self._enqueue(active, force=state is not JobState.ACCEPTED)
+
+    async def _accept_when_resolved(
+        self, event: Event, relay_url: str | None, state: JobState, pending: InputPending
+    ) -> None:
+        """A chained job: say it waits (`processing`), wait for its input (bounded by the
+        resolver), then accept it again, or answer `error` when the input never came."""
+        with job_context(event.id):
+            try:
+                waiting = self._outbox.feedback(
+                    event, JobStatus.PROCESSING, relay_url, message=pending.waiting_message()
+                )
+                await self._outbox.publish(waiting)
+            except NostrImagegenError as exc:
+                logger.warning("cannot say that %.12s waits for its input: %s", event.id, exc)
+            reason = await pending.wait()
+            if self._stopping:
+                return  # still `received` in the ledger: resumed on the next start
+            if reason is not None:
+                await self._jobs.reject(event, relay_url, reason)
+                return
+            await self._accept(event, relay_url, state)
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting in the queue for an engine."""
+        return len(self._jobs.queue)
+
+    @property
+    def engines_busy(self) -> int:
+        """Engine workers running a job now."""
+        return self._workers.busy
+
+    def queued_ids(self) -> list[str]:
+        """Request ids in the queue, the next one first."""
+        return self._jobs.queue.ids()
+
+    def active_jobs(self) -> list[ActiveJob]:
+        """The jobs in hand (waiting for payment or input, queued, running), for status."""
+        return self._jobs.all()
 
     def _parse(self, request: Event) -> ImageJob:
         """The typed job of a request, with this runner's kinds, limits and input resolver."""

@@ -176,7 +176,8 @@ class ChainResolver:
     # -- arrivals -----------------------------------------------------------------------
 
     def offer(self, event: Event) -> bool:
-        """An event from the pool: True when it resolved (or was) an awaited input."""
+        """An event from the pool: True when it resolved an awaited input. The caller
+        handles the event as usual either way."""
         if not self._waiting:
             return False
         matched = False
@@ -185,19 +186,22 @@ class ChainResolver:
             if future.done() or not self._answers(kind, wanted, event):
                 continue
             resolved = self._resolve(kind, wanted, event)
-            matched = True
             if resolved is not None:
+                matched = True
                 self._remember(key, resolved)
                 future.set_result(resolved)
         return matched
 
     @staticmethod
     def _answers(kind: str, wanted: str, event: Event) -> bool:
-        if event.id == wanted:
-            return True
-        if kind != InputType.JOB.value or event.kind != IMAGE_RESULT_KIND:
+        if kind == InputType.EVENT.value:
+            return event.id == wanted
+        # A `job` input names the earlier request: its result tags it (or is it, by id).
+        if event.kind != IMAGE_RESULT_KIND:
             return False
-        return any(len(tag) > 1 and tag[1] == wanted for tag in event.tags_named("e"))
+        return event.id == wanted or any(
+            len(tag) > 1 and tag[1] == wanted for tag in event.tags_named("e")
+        )
 
     def _resolve(self, kind: str, wanted: str, event: Event) -> JobInput | None:
         """The input ``event`` resolves to, or None (logged) when it cannot serve."""

@@ -323,8 +323,10 @@ class JobRunner:
 
         Never raises (except ``CancelledError``): hostile input is logged and dropped.
         """
-        if isinstance(self.input_resolver, ChainResolver) and self.input_resolver.offer(event):
-            return  # the input a chained job waits for
+        if isinstance(self.input_resolver, ChainResolver):
+            # Maybe the input a chained job waits for; it is handled as usual all the same
+            # (the pool delivers each id once, whichever subscription asked for it).
+            self.input_resolver.offer(event)
         try:
             if event.kind == DELETION_KIND:
                 await self._handle_cancellation(event)

@@ -139,7 +139,7 @@ class ChainResolver:
             self._waiting[key] = future
             self._waiters[key] = 0
             subscription = await self._subscribe(job_input)
-            future.add_done_callback(lambda _f: self._end(key, subscription))
+            future.add_done_callback(lambda done: self._end(key, subscription, done))
         self._waiters[key] = self._waiters.get(key, 0) + 1
         try:
             # asyncio.wait neither raises nor cancels on timeout: other jobs may wait for the
@@ -149,7 +149,11 @@ class ChainResolver:
             if key in self._waiters:  # not yet ended by an arrival
                 self._waiters[key] -= 1
             if not self._waiters.get(key) and not future.done():
-                future.cancel()  # nobody waits any more: end the subscription
+                # Nobody waits any more: forget it now (a new job asks afresh), and the
+                # done callback ends the subscription.
+                self._waiting.pop(key, None)
+                self._waiters.pop(key, None)
+                future.cancel()
         if future.done() and not future.cancelled():
             return None
         what = "a result of job" if job_input.type is InputType.JOB else "event"
@@ -165,9 +169,12 @@ class ChainResolver:
         await self._pool.subscribe(subscription, filters)
         return subscription
 
-    def _end(self, key: tuple[str, str], subscription: str) -> None:
-        self._waiting.pop(key, None)
-        self._waiters.pop(key, None)
+    def _end(
+        self, key: tuple[str, str], subscription: str, future: asyncio.Future[JobInput]
+    ) -> None:
+        if self._waiting.get(key) is future:  # not a newer wait for the same input
+            self._waiting.pop(key, None)
+            self._waiters.pop(key, None)
         unsubscribe = getattr(self._pool, "unsubscribe", None)
         if unsubscribe is not None:
             task = asyncio.ensure_future(unsubscribe(subscription))

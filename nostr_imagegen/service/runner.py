@@ -220,6 +220,8 @@ class JobRunner:
             )
         )
         self._services: list[asyncio.Task[None]] = []
+        #: Chained jobs waiting for their input: ended at once by stop() (they resume).
+        self._chain_waits: set[asyncio.Task[None]] = set()
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -289,6 +291,8 @@ class JobRunner:
         for active in self._jobs.all():
             if active.waiter is not None:
                 active.waiter.cancel()  # stays payment-required in the ledger
+        for waiting in list(self._chain_waits):
+            waiting.cancel()  # stays `received` in the ledger: waits again after a restart
         await self._workers.finish(limit)
         await self._tasks.finish(self.options.publish_timeout_s)
         self._ledger_io.shutdown()
@@ -398,7 +402,11 @@ class JobRunner:
             await self._jobs.reject(event, relay_url, str(exc))
             return
         except InputPending as pending:
-            self._tasks.spawn(self._accept_when_resolved(event, relay_url, state, pending), "chain")
+            waiting = self._tasks.spawn(
+                self._accept_when_resolved(event, relay_url, state, pending), "chain"
+            )
+            self._chain_waits.add(waiting)
+            waiting.add_done_callback(self._chain_waits.discard)
             return
         refusal = None if self.policy is None else self.policy.refuse_prompt(job)
         if refusal is not None:  # before any engine time

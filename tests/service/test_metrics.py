@@ -189,3 +189,56 @@ def test_metrics_bind_loopback_unless_told_otherwise() -> None:
     with pytest.raises(ValueError, match="not a loopback address"):
         MetricsConfig(listen="0.0.0.0:9464")
     assert MetricsConfig(listen="0.0.0.0:9464", allow_public=True).listen is not None
+
+
+class Payments:
+    """Pays the jobs whose prompt does not say "unpaid"."""
+
+    async def invoice(self, job: ImageJob, amount_msats: int) -> str | None:
+        return "lnbc210n1fakeinvoice"
+
+    async def wait_paid(self, job: ImageJob, amount_msats: int, bolt11: str | None) -> bool:
+        return "unpaid" not in job.prompt
+
+
+async def test_payments_by_outcome_and_earnings(ledger: Ledger) -> None:
+    pool = StatusPool()
+    metrics = ServiceMetrics()
+    runner = JobRunner(
+        keys=PROVIDER,
+        pool=pool,
+        engine=FakeEngine(),
+        hosts=[FakeHost()],
+        ledger=ledger,
+        options=RunnerOptions(progress_interval_s=0.0, shutdown_timeout_s=2.0),
+        pricing=lambda job: 21_000,
+        payment_check=Payments(),
+        **metrics.hooks(),
+    )
+    metrics.attach(runner, pool)
+    await runner.start()
+    try:
+        paid = make_request(Keys.generate(), prompt="a paid ostrich")
+        unpaid = make_request(Keys.generate(), prompt="an unpaid ostrich")
+        pool.deliver(paid)
+        pool.deliver(unpaid)
+        await pool.wait_for(lambda: ledger.state(paid.id) is JobState.PUBLISHED)
+        await pool.wait_for(
+            lambda: (
+                metrics.registry.get_sample_value(
+                    "nostr_imagegen_payments_total", {"outcome": "unpaid"}
+                )
+                == 1
+            )
+        )
+        async with OpsServer(metrics) as server, httpx.AsyncClient() as client:
+            samples = _samples((await client.get(server.url + "/metrics")).text)
+            status = (await client.get(server.url + "/status.json")).json()
+    finally:
+        await runner.stop(timeout_s=1.0)
+    p = "nostr_imagegen_"
+    assert samples[(p + "payments_total", (("outcome", "requested"),))] == 2
+    assert samples[(p + "payments_total", (("outcome", "paid"),))] == 1
+    assert samples[(p + "payments_total", (("outcome", "unpaid"),))] == 1
+    assert samples[(p + "earned_msats_total", ())] == 21_000
+    assert status["earned_msats"] == 21_000

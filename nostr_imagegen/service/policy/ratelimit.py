@@ -4,14 +4,16 @@
     limiter.exceeded(customer)   # -> None, or the window that is full: (60.0, 5)
     limiter.record(customer)     # count one more job now
 
-Exact sliding windows (a log of timestamps, at most ``limit`` per key and window), so a burst
-at the edge of a fixed minute cannot get twice the allowance. The clock is injected: tests
+Exact sliding windows (a sorted log of timestamps, at most the biggest limit per key; a
+check is a binary search), so a burst at the edge of a fixed minute cannot get twice the
+allowance. The clock is injected: tests
 step it by hand and never wait.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import bisect
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 __all__ = ["RateLimiter"]
@@ -36,18 +38,20 @@ class RateLimiter:
         self._max_keys = max_keys
         self._longest = max(self._limits, default=0.0)
         self._biggest = max(self._limits.values(), default=0)
-        self._log: OrderedDict[str, deque[float]] = OrderedDict()
+        self._log: OrderedDict[str, list[float]] = OrderedDict()
 
     @property
     def active(self) -> bool:
         return bool(self._limits)
 
-    def _times(self, key: str, now: float) -> deque[float]:
+    def _times(self, key: str, now: float) -> list[float]:
+        """``key``'s job times inside the longest window, oldest first."""
         times = self._log.get(key)
         if times is None:
-            return deque()
-        while times and times[0] <= now - self._longest:
-            times.popleft()
+            return []
+        expired = bisect.bisect_right(times, now - self._longest)
+        if expired:
+            del times[:expired]
         return times
 
     def exceeded(self, key: str) -> tuple[float, int] | None:
@@ -55,7 +59,8 @@ class RateLimiter:
         now = self._clock()
         times = self._times(key, now)
         for window, limit in sorted(self._limits.items()):
-            if sum(1 for t in times if t > now - window) >= limit:
+            # Times are sorted: the count inside a window is one binary search.
+            if len(times) - bisect.bisect_right(times, now - window) >= limit:
                 return window, limit
         return None
 
@@ -64,10 +69,13 @@ class RateLimiter:
         if not self._limits:
             return
         now = self._clock()
-        times = self._log.get(key)
-        if times is None:
-            times = self._log[key] = deque(maxlen=self._biggest)
+        times = self._times(key, now)
+        if key not in self._log:
+            self._log[key] = times
             while len(self._log) > self._max_keys:
                 self._log.popitem(last=False)
         self._log.move_to_end(key)
-        self._times(key, now).append(now)
+        # A clock stepped back (NTP) must not unsort the log: count the job at the last time.
+        times.append(max(now, times[-1]) if times else now)
+        if len(times) > self._biggest:  # only the newest `biggest` can ever matter
+            del times[: len(times) - self._biggest]

@@ -221,7 +221,8 @@ class JobRunner:
         )
         self._services: list[asyncio.Task[None]] = []
         #: Chained jobs waiting for their input: ended at once by stop() (they resume).
-        self._chain_waits: set[asyncio.Task[None]] = set()
+        #: Request id -> (its waiting task, the request); a customer's deletion ends it too.
+        self._chain_waits: dict[str, tuple[asyncio.Task[None], Event]] = {}
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -291,7 +292,7 @@ class JobRunner:
         for active in self._jobs.all():
             if active.waiter is not None:
                 active.waiter.cancel()  # stays payment-required in the ledger
-        for waiting in list(self._chain_waits):
+        for waiting, _request in list(self._chain_waits.values()):
             waiting.cancel()  # stays `received` in the ledger: waits again after a restart
         await self._workers.finish(limit)
         await self._tasks.finish(self.options.publish_timeout_s)
@@ -405,8 +406,8 @@ class JobRunner:
             waiting = self._tasks.spawn(
                 self._accept_when_resolved(event, relay_url, state, pending), "chain"
             )
-            self._chain_waits.add(waiting)
-            waiting.add_done_callback(self._chain_waits.discard)
+            self._chain_waits[event.id] = (waiting, event)
+            waiting.add_done_callback(lambda _t: self._chain_waits.pop(event.id, None))
             return
         refusal = None if self.policy is None else self.policy.refuse_prompt(job)
         if refusal is not None:  # before any engine time
@@ -538,6 +539,14 @@ class JobRunner:
         except EventError:
             return
         for request_id in cancellation.request_ids:
+            chained = self._chain_waits.get(request_id)
+            if chained is not None and cancellation.cancels(chained[1]):
+                chained[0].cancel()  # waiting for its input: stop waiting, no answer
+                self.stats.cancelled += 1
+                await self._jobs.end_quietly(
+                    request_id, JobState.CANCELLED, "cancelled by the customer"
+                )
+                continue
             active = self._jobs.get(request_id)
             if active is None:
                 if request_id not in self._seen:

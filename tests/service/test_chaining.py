@@ -4,15 +4,18 @@ encrypted or link-less results), the bounded wait, and the cache."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
-from _runner_fakes import FakePool
+from _runner_fakes import FakeEngine, FakeHost, FakePool, deletion
 
 from nostr_imagegen.errors import JobRejected
 from nostr_imagegen.imagejob.model import InputType, JobInput
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, sign_event
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.service.chaining import ChainResolver, InputPending
+from nostr_imagegen.service.ledger import JobState, Ledger
+from nostr_imagegen.service.runner import JobRunner, RunnerOptions
 
 PROVIDER = Keys.generate()
 EARLIER = "cd" * 32
@@ -89,3 +92,41 @@ async def test_waits_are_bounded_in_number() -> None:
     second = await _pending(resolver, JobInput(data="b2" * 32, type=InputType.JOB)).wait()
     assert second == "too many chained jobs are waiting for their inputs; try again later"
     first.cancel()
+
+
+async def test_a_chained_job_waits_says_so_and_its_customer_can_cancel_it(
+    tmp_path: Path,
+) -> None:
+    pool = FakePool()
+    customer = Keys.generate()
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        runner = JobRunner(
+            keys=PROVIDER,
+            pool=pool,
+            engine=FakeEngine(),
+            hosts=[FakeHost()],
+            ledger=ledger,
+            options=RunnerOptions(progress_interval_s=0.0, shutdown_timeout_s=2.0),
+            input_resolver=ChainResolver(pool, wait_s=60),
+        )
+        await runner.start()
+        try:
+            tags = (("i", EARLIER, "job", "wss://relay.example"), ("i", "in blue", "text"))
+            request = sign_event(UnsignedEvent(kind=5100, tags=tags), customer)
+            pool.deliver(request)
+            await pool.wait_for(lambda: bool(pool.statuses(request.id)))
+            assert pool.statuses(request.id) == [
+                ("processing", f"waiting for the result of job {EARLIER}")
+            ]
+            stranger = Keys.generate()
+            pool.deliver(deletion(stranger, request.id))  # not theirs to cancel
+            marker = sign_event(UnsignedEvent(kind=5100, tags=(("i", "x", "text"),)), stranger)
+            pool.deliver(marker)  # events are handled in order: once it is, so is the deletion
+            await pool.wait_for(lambda: ledger.state(marker.id) is JobState.PUBLISHED)
+            assert ledger.state(request.id) is JobState.RECEIVED
+            pool.deliver(deletion(customer, request.id))
+            await pool.wait_for(lambda: ledger.state(request.id) is JobState.CANCELLED)
+            assert runner.input_resolver.waiting == 0  # type: ignore[union-attr]
+            assert pool.results(request.id) == []
+        finally:
+            await runner.stop(timeout_s=1.0)

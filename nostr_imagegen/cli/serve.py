@@ -7,7 +7,8 @@ The secret key comes from the environment variable named in ``[identity]`` (defa
 On SIGINT/SIGTERM the runner stops taking jobs, lets the running one finish (up to
 ``[service] shutdown_timeout_s``), and exits 0; unfinished jobs stay in the ledger and are
 resumed by the next start. Exit 2 for an invalid configuration or key, 1 for a failure
-while running. Diagnostics go to stderr; ``-v`` for more.
+while running. Diagnostics go to stderr; ``-v`` for more; ``--log-format json`` writes them
+as one JSON object a line, with the job id (for log shippers; ``service.logging_json``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--config", "-c", type=Path, required=True, help="the DVM's TOML configuration"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per log line, with the job id (for log shippers)",
+    )
     parser.set_defaults(func=run)
 
 
+def _use_json_logs() -> None:
+    from nostr_imagegen.service.logging_json import JsonFormatter
+
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "log_format", "text") == "json":
+        _use_json_logs()
     try:
         config = load_service_config(args.config)
         keys = load_keys(config.identity)

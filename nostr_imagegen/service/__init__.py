@@ -45,6 +45,7 @@ from nostr_imagegen.nostr.session import (
     SubscriptionClosed,
 )
 from nostr_imagegen.service.app import serve
+from nostr_imagegen.service.chaining import ChainResolver
 from nostr_imagegen.service.client import JobClient, JobOutcome, build_request, submit_job
 from nostr_imagegen.service.config import (
     ServiceConfig,
@@ -55,7 +56,16 @@ from nostr_imagegen.service.config import (
 from nostr_imagegen.service.fetch import FetchedImage, FetchPolicy, fetch_image
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
 from nostr_imagegen.service.localrelay import LocalRelay
+from nostr_imagegen.service.logging_json import JsonFormatter
+from nostr_imagegen.service.metrics import MetricsConfig, OpsServer, ServiceMetrics
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
+from nostr_imagegen.service.policy import (
+    PolicyConfig,
+    PromptPolicy,
+    Refusal,
+    RequestPolicy,
+    WordListPolicy,
+)
 from nostr_imagegen.service.relay import PublishResult, RelayOutcome, RelayPool, RelayStatus
 from nostr_imagegen.service.runner import JobRunner
 from nostr_imagegen.service.seams import (
@@ -84,6 +94,7 @@ __all__ = [
     "AuthChallenge",
     "AuthResult",
     "BlossomHost",
+    "ChainResolver",
     "ClientPoolLike",
     "EndOfStoredEvents",
     "EngineLike",
@@ -99,19 +110,25 @@ __all__ = [
     "JobRecord",
     "JobRunner",
     "JobState",
+    "JsonFormatter",
     "Ledger",
     "LedgerError",
     "LocalFolderHost",
     "LocalRelay",
+    "MetricsConfig",
     "NamedOffer",
     "Nip96Host",
     "Notice",
     "OfferLike",
+    "OpsServer",
     "PaymentCheck",
+    "PolicyConfig",
     "PricingPolicy",
+    "PromptPolicy",
     "PublishAcked",
     "PublishOutcome",
     "PublishResult",
+    "Refusal",
     "RelayAuth",
     "RelayClosed",
     "RelayEose",
@@ -125,13 +142,16 @@ __all__ = [
     "RelayPoolLike",
     "RelaySession",
     "RelayStatus",
+    "RequestPolicy",
     "RunnerOptions",
     "RunnerStats",
     "ServiceConfig",
     "ServiceError",
+    "ServiceMetrics",
     "SubscriptionClosed",
     "UploadError",
     "UploadedImage",
+    "WordListPolicy",
     "build_request",
     "decode_relay_message",
     "encode_auth",

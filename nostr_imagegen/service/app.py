@@ -136,6 +136,8 @@ async def serve(
             extra_relays_public_only=not service.allow_private_relays,
         )
         async with pool:
+            _add_operations(config, pool, runner_kwargs)
+            metrics = runner_kwargs.pop("_metrics", None)
             runner = JobRunner(
                 keys=keys,
                 pool=pool,
@@ -149,6 +151,14 @@ async def serve(
                 announcement=announcement,
                 **runner_kwargs,
             )
+            ops = None
+            if metrics is not None:
+                from nostr_imagegen.service.metrics import OpsServer
+
+                metrics.attach(runner, pool)
+                address = config.metrics.listen_address()
+                assert address is not None
+                ops = await OpsServer(metrics, *address).start()
             await runner.start()
             try:
                 if on_ready is not None:
@@ -156,4 +166,41 @@ async def serve(
                 await stop.wait()
             finally:
                 await runner.stop()
+                if ops is not None:
+                    await ops.close()
     return runner
+
+
+def _add_operations(config: ServiceConfig, pool: Any, kwargs: dict[str, Any]) -> None:
+    """``[policy]``, ``[chaining]`` and ``[metrics]`` as runner arguments (those the caller
+    passed win); the metrics' hooks run before the caller's own."""
+    from nostr_imagegen.service.chaining import ChainResolver
+    from nostr_imagegen.service.policy import RequestPolicy
+
+    kwargs.setdefault("policy", RequestPolicy(config.policy))
+    chaining = config.chaining
+    if chaining.enabled and kwargs.get("input_resolver") is None:
+        kwargs["input_resolver"] = ChainResolver(
+            pool, wait_s=chaining.wait_s, max_waiting=chaining.max_waiting
+        )
+    if config.metrics.listen is None:
+        return
+    from nostr_imagegen.service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(
+        recent_jobs=config.metrics.recent_jobs, stuck_after_s=config.metrics.stuck_after_s
+    )
+    for name, hook in metrics.hooks().items():
+        kwargs[name] = _both(hook, kwargs.get(name))
+    kwargs["_metrics"] = metrics
+
+
+def _both(first: Callable[..., Any], second: Callable[..., Any] | None) -> Callable[..., Any]:
+    if second is None:
+        return first
+
+    def call(*args: Any) -> Any:
+        first(*args)
+        return second(*args)
+
+    return call

@@ -48,6 +48,13 @@ sit at the top level beside these sections::
     allow_hosts = []                       # "host:port" of trusted internal image stores
     allow_private_addresses = false        # never true on a public DVM
 
+    [policy]                               # abuse control, every rule off until set
+    max_jobs_per_minute = 5                # (docs/operations.md lists them all)
+    [chaining]                             # `job` / `event` inputs (NIP-90 job chaining)
+    wait_s = 120.0
+    [metrics]                              # /metrics, /healthz and the status page
+    listen = "127.0.0.1:9464"
+
 Relative paths (ledger, key file, storage folder) are relative to the configuration file.
 
 The secret key is never written in this file: a string that is an ``nsec``, or a key in
@@ -80,7 +87,10 @@ from nostr_imagegen.nostr.hexkeys import is_hex64
 from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND
 from nostr_imagegen.nostr.urls import HTTP_SCHEMES, RELAY_SCHEMES, url_problem
+from nostr_imagegen.service.chaining import ChainingConfig
+from nostr_imagegen.service.metrics.config import MetricsConfig
 from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin
+from nostr_imagegen.service.policy.config import PolicyConfig
 
 if TYPE_CHECKING:
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -300,6 +310,10 @@ class ServiceConfig(EngineConfig):
     announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
+    #: Abuse control, job chaining, metrics: see docs/operations.md.
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    chaining: ChainingConfig = Field(default_factory=ChainingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: Path | str | None = None) -> Self:
@@ -328,7 +342,12 @@ class ServiceConfig(EngineConfig):
             update={"ledger": _relative(config.service.ledger, base)}
         )
         return config.model_copy(
-            update={"storage": storage, "identity": identity, "service": service}
+            update={
+                "storage": storage,
+                "identity": identity,
+                "service": service,
+                "policy": config.policy.resolved(base),
+            }
         )
 
     def engine_config(self) -> EngineConfig:

@@ -45,6 +45,13 @@ class JobQueue:
         self._items: deque[ActiveJob] = deque()
         self._ready = asyncio.Event()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def ids(self) -> list[str]:
+        """The request ids waiting, first out first."""
+        return [item.job.id for item in self._items]
+
     def full(self) -> bool:
         return len(self._items) >= self.capacity
 

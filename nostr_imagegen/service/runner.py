@@ -63,13 +63,17 @@ from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.activejobs import ActiveJobs
 from nostr_imagegen.service.announce import announce_forever, handler_info_template
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
+from nostr_imagegen.service.chaining import ChainResolver, InputPending
 from nostr_imagegen.service.jobqueue import ActiveJob, BoundedMap, JobQueue
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
+from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
 from nostr_imagegen.service.payment import PaymentWait, price
+from nostr_imagegen.service.policy import RequestPolicy
 from nostr_imagegen.service.seams import (
     EngineLike,
+    EngineTimeHook,
     FeedbackHook,
     Fetcher,
     GenerationLike,
@@ -135,6 +139,8 @@ class JobRunner:
         input_resolver: InputResolver | None = None,
         on_result: ResultHook | None = None,
         on_feedback: FeedbackHook | None = None,
+        policy: RequestPolicy | None = None,
+        on_engine_time: EngineTimeHook | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size must be at least 1")
@@ -159,6 +165,8 @@ class JobRunner:
         self.input_resolver = input_resolver
         self.on_result = on_result
         self.on_feedback = on_feedback
+        #: Abuse control (``[policy]``); None serves everyone.
+        self.policy = policy
         self.stats = RunnerStats()
         self.queue_size = queue_size
 
@@ -198,6 +206,7 @@ class JobRunner:
             fetcher=fetcher,
             fetch_policy=fetch_policy,
             amount_in_result=payment_check is None,
+            on_engine_time=on_engine_time,
         )
         self._payment_wait = (
             None
@@ -212,6 +221,9 @@ class JobRunner:
             )
         )
         self._services: list[asyncio.Task[None]] = []
+        #: Chained jobs waiting for their input: ended at once by stop() (they resume).
+        #: Request id -> (its waiting task, the request); a customer's deletion ends it too.
+        self._chain_waits: dict[str, tuple[asyncio.Task[None], Event]] = {}
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -281,6 +293,8 @@ class JobRunner:
         for active in self._jobs.all():
             if active.waiter is not None:
                 active.waiter.cancel()  # stays payment-required in the ledger
+        for waiting, _request in list(self._chain_waits.values()):
+            waiting.cancel()  # stays `received` in the ledger: waits again after a restart
         await self._workers.finish(limit)
         await self._tasks.finish(self.options.publish_timeout_s)
         self._ledger_io.shutdown()
@@ -315,11 +329,16 @@ class JobRunner:
 
         Never raises (except ``CancelledError``): hostile input is logged and dropped.
         """
+        if isinstance(self.input_resolver, ChainResolver):
+            # Maybe the input a chained job waits for; it is handled as usual all the same
+            # (the pool delivers each id once, whichever subscription asked for it).
+            self.input_resolver.offer(event)
         try:
             if event.kind == DELETION_KIND:
                 await self._handle_cancellation(event)
             elif event.kind in self.accepted_kinds:
-                await self._handle_request(relay_url, event)
+                with job_context(event.id):
+                    await self._handle_request(relay_url, event)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -350,6 +369,11 @@ class JobRunner:
         if providers and self.keys.public_key not in providers:
             self.stats.ignored += 1
             return  # NIP-90: addressed to another provider; not even recorded
+        stale = None if self.policy is None else self.policy.ignore(event)
+        if stale is not None:  # expired, too old, from the future: nobody waits for it
+            logger.info("ignoring request %.12s: %s", event.id, stale.reason)
+            self.stats.ignored += 1
+            return
         if not await self._ledger_io(self.ledger.claim, event, relay=relay_url):
             self.stats.duplicates += 1
             return
@@ -360,6 +384,12 @@ class JobRunner:
             )
             self.stats.cancelled += 1
             return
+        if self.policy is not None:
+            mine = sum(1 for a in self._jobs.all() if a.job.customer == event.pubkey)
+            refusal = self.policy.refuse(event, active_jobs_of_customer=mine)
+            if refusal is not None:
+                await self._jobs.reject(event, relay_url, refusal.reason)
+                return
         await self._accept(event, relay_url, JobState.RECEIVED)
 
     async def _accept(self, event: Event, relay_url: str | None, state: JobState) -> None:
@@ -372,6 +402,17 @@ class JobRunner:
             return
         except JobRejected as exc:
             await self._jobs.reject(event, relay_url, str(exc))
+            return
+        except InputPending as pending:
+            waiting = self._tasks.spawn(
+                self._accept_when_resolved(event, relay_url, state, pending), "chain"
+            )
+            self._chain_waits[event.id] = (waiting, event)
+            waiting.add_done_callback(lambda _t: self._chain_waits.pop(event.id, None))
+            return
+        refusal = None if self.policy is None else self.policy.refuse_prompt(job)
+        if refusal is not None:  # before any engine time
+            await self._jobs.reject(job, relay_url, refusal.reason)
             return
         try:
             self._check_plan(job)
@@ -406,6 +447,45 @@ class JobRunner:
             return
         # A resumed job was accepted before the restart: it does not count against the limit.
         await self._enqueue(active, force=state is not JobState.ACCEPTED)
+
+    async def _accept_when_resolved(
+        self, event: Event, relay_url: str | None, state: JobState, pending: InputPending
+    ) -> None:
+        """A chained job: say it waits (`processing`), wait for its input (bounded by the
+        resolver), then accept it again, or answer `error` when the input never came."""
+        with job_context(event.id):
+            try:
+                waiting = self._outbox.feedback(
+                    event, JobStatus.PROCESSING, relay_url, message=pending.waiting_message()
+                )
+                await self._outbox.publish(waiting)
+            except NostrImagegenError as exc:
+                logger.warning("cannot say that %.12s waits for its input: %s", event.id, exc)
+            reason = await pending.wait()
+            if self._stopping:
+                return  # still `received` in the ledger: resumed on the next start
+            if reason is not None:
+                await self._jobs.reject(event, relay_url, reason)
+                return
+            await self._accept(event, relay_url, state)
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting in the queue for an engine."""
+        return len(self._jobs.queue)
+
+    @property
+    def engines_busy(self) -> int:
+        """Engine workers running a job now."""
+        return self._workers.busy
+
+    def queued_ids(self) -> list[str]:
+        """Request ids in the queue, the next one first."""
+        return self._jobs.queue.ids()
+
+    def active_jobs(self) -> list[ActiveJob]:
+        """The jobs in hand (waiting for payment or input, queued, running), for status."""
+        return self._jobs.all()
 
     def _parse(self, request: Event) -> ImageJob:
         """The typed job of a request, with this runner's kinds, limits and input resolver."""
@@ -460,6 +540,14 @@ class JobRunner:
         except EventError:
             return
         for request_id in cancellation.request_ids:
+            chained = self._chain_waits.get(request_id)
+            if chained is not None and cancellation.cancels(chained[1]):
+                chained[0].cancel()  # waiting for its input: stop waiting, no answer
+                self.stats.cancelled += 1
+                await self._jobs.end_quietly(
+                    request_id, JobState.CANCELLED, "cancelled by the customer"
+                )
+                continue
             active = self._jobs.get(request_id)
             if active is None:
                 if request_id not in self._seen:

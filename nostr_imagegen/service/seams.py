@@ -20,6 +20,7 @@ from nostr_imagegen.nostr.messages import Filter
 __all__ = [
     "ClientPoolLike",
     "EngineLike",
+    "EngineTimeHook",
     "FeedbackHook",
     "Fetcher",
     "GenerationLike",
@@ -154,3 +155,5 @@ Fetcher = Callable[[str], Awaitable[Image.Image]]
 ResultHook = Callable[[ImageJob, Event], Any]
 #: ``on_feedback(event)`` for every feedback event the runner publishes; may be async.
 FeedbackHook = Callable[[Event], Any]
+#: ``on_engine_time(job, seconds)`` after the engine generated a job's images (metrics).
+EngineTimeHook = Callable[[ImageJob, float], Any]

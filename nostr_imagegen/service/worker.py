@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -40,9 +41,10 @@ from nostr_imagegen.service.activejobs import ActiveJobs, failure_reason
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
 from nostr_imagegen.service.jobqueue import ActiveJob
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger, StoredImage
+from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
-from nostr_imagegen.service.seams import EngineLike, Fetcher, GenerationLike
+from nostr_imagegen.service.seams import EngineLike, EngineTimeHook, Fetcher, GenerationLike
 
 if TYPE_CHECKING:  # httpx lives behind these; the worker imports them when it uses them
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -82,6 +84,7 @@ class EngineWorkers:
         fetcher: Fetcher | None = None,
         fetch_policy: FetchPolicy | None = None,
         amount_in_result: bool = True,
+        on_engine_time: EngineTimeHook | None = None,
     ) -> None:
         self._engines = tuple(engines)
         self._jobs = jobs
@@ -95,6 +98,7 @@ class EngineWorkers:
         self._fetcher = fetcher
         self._fetch_policy = fetch_policy
         self._amount_in_result = amount_in_result
+        self._on_engine_time = on_engine_time
         self._executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{i}")
             for i in range(len(self._engines))
@@ -157,7 +161,8 @@ class EngineWorkers:
                 continue
             self._running[index] = active
             try:
-                await self._process(index, engine, active)
+                with job_context(active.job.id):
+                    await self._process(index, engine, active)
             except _Interrupted:
                 logger.info("job %s interrupted by shutdown; it resumes on restart", active.job.id)
             except asyncio.CancelledError:
@@ -189,9 +194,12 @@ class EngineWorkers:
 
         progress = self._progress_callback(active, loop)
         try:
+            started = time.monotonic()
             generated = await loop.run_in_executor(
                 self._executors[index],
                 functools.partial(
+                    # The engine's thread logs with this job's id too (``job_context``).
+                    contextvars.copy_context().run,
                     engine.generate,
                     job,
                     init_image=init_image,
@@ -199,6 +207,8 @@ class EngineWorkers:
                     cancel=active.cancel,
                 ),
             )
+            if self._on_engine_time is not None:
+                self._on_engine_time(job, time.monotonic() - started)
             if active.cancel.is_set():
                 raise JobCancelled("cancelled after the last step")
             encoded = await loop.run_in_executor(

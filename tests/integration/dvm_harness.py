@@ -126,6 +126,7 @@ class Dvm:
         *,
         keys: Keys | None = None,
         options: RunnerOptions = TEST_OPTIONS,
+        chain_wait_s: float | None = None,
         **runner_kwargs: Any,
     ) -> None:
         self.relays = list(relays)
@@ -134,6 +135,8 @@ class Dvm:
         self.keys = keys or Keys.generate()
         self.options = options
         self.runner_kwargs = runner_kwargs
+        #: Resolve `job`/`event` inputs from the relays, waiting this long (None: rejected).
+        self.chain_wait_s = chain_wait_s
         self.images = workdir / "images"
         self.ledger_path = workdir / "ledger.sqlite3"
         self.server: FolderServer | None = None
@@ -150,6 +153,11 @@ class Dvm:
             extra_relays_public_only=False,
         )  # fmt: skip
         await self.pool.start()
+        if self.chain_wait_s is not None:
+            from nostr_imagegen.service.chaining import ChainResolver
+
+            resolver = ChainResolver(self.pool, wait_s=self.chain_wait_s)
+            self.runner_kwargs.setdefault("input_resolver", resolver)
         self.runner = JobRunner(
             keys=self.keys,
             pool=self.pool,

@@ -524,7 +524,7 @@ class Ledger:
         self,
         request_id: str,
         *,
-        method: str,
+        kind: str,
         amount_msats: int,
         bolt11: str | None = None,
         payment_hash: str | None = None,
@@ -546,7 +546,7 @@ class Ledger:
             db.execute(
                 "INSERT OR IGNORE INTO payments (request_id, customer, method, amount_msats,"
                 " bolt11, payment_hash, expires_at, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (request_id, job[0], method, amount_msats, bolt11, payment_hash, expires_at, at),
+                (request_id, job[0], kind, amount_msats, bolt11, payment_hash, expires_at, at),
             )
             record = self._payment(db, request_id)
             assert record is not None
@@ -557,7 +557,7 @@ class Ledger:
         request_id: str,
         *,
         proof: str,
-        method: str | None = None,
+        kind: str | None = None,
         amount_msats: int | None = None,
         now: float | None = None,
     ) -> bool:
@@ -584,7 +584,7 @@ class Ledger:
                     (
                         request_id,
                         customer[0],
-                        method or "invoice",
+                        kind or "invoice",
                         amount_msats or 0,
                         at,
                         at,
@@ -600,14 +600,12 @@ class Ledger:
                     (
                         at,
                         proof,
-                        method or current.method,
+                        kind or current.method,
                         current.amount_msats if amount_msats is None else amount_msats,
                         request_id,
                     ),
                 )
-            self._log(
-                db, request_id, JobState.PAYMENT_REQUIRED, at, f"paid ({method or 'invoice'})"
-            )
+            self._log(db, request_id, JobState.PAYMENT_REQUIRED, at, f"paid ({kind or 'invoice'})")
             return True
 
     def payment(self, request_id: str) -> PaymentRecord | None:

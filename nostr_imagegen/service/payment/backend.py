@@ -87,10 +87,9 @@ def decode_invoice(bolt11: str, *, now: float | None = None) -> Invoice:
         decoded = bolt11_lib.decode(text)
     except Exception as exc:  # the package raises many kinds; none may escape
         raise PaymentError(f"not a valid bolt11 invoice: {type(exc).__name__}") from None
-    amount = decoded.amount_msat
-    if amount is None:
+    if decoded.amount_msat is None:
         raise PaymentError("the invoice has no amount")
-    amount = int(amount)
+    amount = int(decoded.amount_msat)
     if not 0 < amount <= MAX_MSATS:
         raise PaymentError(f"the invoice amount {amount} msats is out of range")
     expiry = decoded.expiry if decoded.expiry is not None else 3600

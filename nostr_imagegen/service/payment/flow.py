@@ -132,8 +132,8 @@ class PaymentFlow:
         used = await self._io(self._ledger.free_jobs_since, job.customer, time.time() - 86400.0)
         if used >= allowance:
             return False
-        await self._io(self._ledger.record_invoice, job.id, method="free", amount_msats=0)
-        await self._io(self._ledger.record_paid, job.id, proof=f"free:{job.id}", method="free")
+        await self._io(self._ledger.record_invoice, job.id, kind="free", amount_msats=0)
+        await self._io(self._ledger.record_paid, job.id, proof=f"free:{job.id}", kind="free")
         return True
 
     # -- pay after ---------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class PaymentFlow:
                 )
             if not await self._io(
                 self._ledger.record_paid, job.id, proof=f"cashu:{redemption.token_hash}",
-                method="cashu", amount_msats=redemption.amount_msats,
+                kind="cashu", amount_msats=redemption.amount_msats,
             ):  # fmt: skip
                 raise PaymentRefused("this Cashu token already paid another job")
             return True
@@ -213,7 +213,7 @@ class PaymentFlow:
                 invoice = await self._issue(active)
             active.amount_msats, active.bolt11 = invoice.amount_msats, invoice.bolt11
         elif record is None:
-            await self._io(self._ledger.record_invoice, job.id, method="zap", amount_msats=amount)
+            await self._io(self._ledger.record_invoice, job.id, kind="zap", amount_msats=amount)
         issued_at = record.issued_at if record is not None else time.time()
         deadline = issued_at + self.settings.timeout_s
         if invoice is not None:
@@ -257,9 +257,9 @@ class PaymentFlow:
                         self._ledger.record_paid,
                         job.id,
                         proof=f"zap:{payment.receipt_id}",
-                        method="zap",
+                        kind="zap",
                         amount_msats=payment.amount_msats,
-                    )  # fmt: skip
+                    )
                 )
 
             waiters.append(by_zap)
@@ -291,9 +291,9 @@ class PaymentFlow:
                 self._ledger.record_paid,
                 request_id,
                 proof=f"ln:{invoice.payment_hash}",
-                method="invoice",
+                kind="invoice",
                 amount_msats=invoice.amount_msats,
-            )  # fmt: skip
+            )
         )
 
     async def _issue(self, active: ActiveJob) -> Invoice:
@@ -302,14 +302,15 @@ class PaymentFlow:
         record = await self._io(self._ledger.payment, job.id)
         if record is not None and record.bolt11 is not None:
             return _stored_invoice(record)
-        assert self.backend is not None and active.amount_msats is not None
+        assert self.backend is not None
+        assert active.amount_msats is not None
         invoice = await self.backend.create_invoice(
             active.amount_msats,
             memo=f"{self.settings.memo} {job.id[:16]}",
             expiry_s=self.settings.invoice_expiry_s,
         )
         stored = await self._io(
-            self._ledger.record_invoice, job.id, method="invoice",
+            self._ledger.record_invoice, job.id, kind="invoice",
             amount_msats=invoice.amount_msats, bolt11=invoice.bolt11,
             payment_hash=invoice.payment_hash, expires_at=invoice.expires_at,
         )  # fmt: skip
@@ -322,7 +323,8 @@ class PaymentFlow:
 
 
 def _stored_invoice(record: PaymentRecord) -> Invoice:
-    assert record.bolt11 is not None and record.payment_hash is not None
+    assert record.bolt11 is not None
+    assert record.payment_hash is not None
     return Invoice(
         bolt11=record.bolt11,
         payment_hash=record.payment_hash,

@@ -28,7 +28,7 @@ __all__ = ["ConfigPricing", "price_plan", "price_tags"]
 def price_plan(pricing: PricingConfig, plan: Any, *, default_steps: int | None) -> int:
     """The price in msats of one planned job (an ``engine.generate.GenerationPlan`` or an
     object with its ``model``, ``dimensions``, ``steps`` and ``loras``)."""
-    total = pricing.models.get(plan.model, pricing.job_msats)
+    total = int(pricing.models.get(plan.model, pricing.job_msats))
     dimensions = plan.dimensions
     total += math.ceil(pricing.per_megapixel_msats * dimensions.width * dimensions.height / 1e6)
     if default_steps is not None:
@@ -36,7 +36,7 @@ def price_plan(pricing: PricingConfig, plan: Any, *, default_steps: int | None) 
     images = int(getattr(plan, "images", 1))
     total += pricing.per_extra_image_msats * max(0, images - 1)
     total += pricing.per_lora_msats * len(plan.loras)
-    return min(total, MAX_MSATS)
+    return int(min(total, MAX_MSATS))
 
 
 class ConfigPricing:

@@ -274,9 +274,9 @@ class PaymentFlow:
                     if task.result():
                         return True
             raise PaymentError(
-                f"the invoice expired unpaid (waited {timeout_s:.0f} s)"
+                f"the invoice expired unpaid (waited {timeout_s:.3g} s)"
                 if invoice is not None
-                else f"no zap arrived within {timeout_s:.0f} s"
+                else f"no zap arrived within {timeout_s:.3g} s"
             )
         finally:
             for task in tasks:

@@ -18,7 +18,15 @@ The relay wire layer underneath ``RelayPool`` is sans-I/O and pure (``RelaySessi
 because it is the relay protocol, and a program with its own sockets can drive it.
 """
 
-from nostr_imagegen.errors import FetchError, LedgerError, RelayError, ServiceError, UploadError
+from nostr_imagegen.errors import (
+    FetchError,
+    LedgerError,
+    PaymentError,
+    PaymentRefused,
+    RelayError,
+    ServiceError,
+    UploadError,
+)
 from nostr_imagegen.nostr.messages import (
     RelayAuth,
     RelayClosed,
@@ -45,7 +53,7 @@ from nostr_imagegen.nostr.session import (
     SubscriptionClosed,
 )
 from nostr_imagegen.service.app import serve
-from nostr_imagegen.service.client import JobClient, JobOutcome, build_request, submit_job
+from nostr_imagegen.service.client import JobClient, JobOutcome, Payer, build_request, submit_job
 from nostr_imagegen.service.config import (
     ServiceConfig,
     load_engine_part,
@@ -56,6 +64,10 @@ from nostr_imagegen.service.fetch import FetchedImage, FetchPolicy, fetch_image
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
 from nostr_imagegen.service.localrelay import LocalRelay
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
+from nostr_imagegen.service.payment.backend import Invoice, InvoiceBackend, decode_invoice
+from nostr_imagegen.service.payment.flow import PaymentSettings
+from nostr_imagegen.service.payment.lnbits import LnbitsBackend, LnbitsPayer
+from nostr_imagegen.service.payment.pricing import ConfigPricing
 from nostr_imagegen.service.relay import PublishResult, RelayOutcome, RelayPool, RelayStatus
 from nostr_imagegen.service.runner import JobRunner
 from nostr_imagegen.service.seams import (
@@ -85,6 +97,7 @@ __all__ = [
     "AuthResult",
     "BlossomHost",
     "ClientPoolLike",
+    "ConfigPricing",
     "EndOfStoredEvents",
     "EngineLike",
     "EventReceived",
@@ -94,6 +107,8 @@ __all__ = [
     "GenerationLike",
     "Happening",
     "ImageHost",
+    "Invoice",
+    "InvoiceBackend",
     "JobClient",
     "JobOutcome",
     "JobRecord",
@@ -101,13 +116,19 @@ __all__ = [
     "JobState",
     "Ledger",
     "LedgerError",
+    "LnbitsBackend",
+    "LnbitsPayer",
     "LocalFolderHost",
     "LocalRelay",
     "NamedOffer",
     "Nip96Host",
     "Notice",
     "OfferLike",
+    "Payer",
     "PaymentCheck",
+    "PaymentError",
+    "PaymentRefused",
+    "PaymentSettings",
     "PricingPolicy",
     "PublishAcked",
     "PublishOutcome",
@@ -133,6 +154,7 @@ __all__ = [
     "UploadError",
     "UploadedImage",
     "build_request",
+    "decode_invoice",
     "decode_relay_message",
     "encode_auth",
     "encode_close",

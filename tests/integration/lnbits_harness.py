@@ -57,9 +57,7 @@ class LnbitsServer:
 
     def payments(self, key: str) -> list[dict[str, Any]]:
         """The wallet's payments (incoming and outgoing), newest first."""
-        response = httpx.get(
-            f"{self.url}/api/v1/payments", headers={"X-Api-Key": key}, timeout=10
-        )
+        response = httpx.get(f"{self.url}/api/v1/payments", headers={"X-Api-Key": key}, timeout=10)
         response.raise_for_status()
         return list(response.json())
 
@@ -69,8 +67,8 @@ def _site_packages() -> Path | None:
     return found[0] if found and (found[0] / "lnbits" / "static").is_dir() else None
 
 
-@pytest.fixture(scope="session")
-def lnbits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LnbitsServer]:
+@pytest.fixture(scope="session", name="lnbits")
+def lnbits_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LnbitsServer]:
     executable = _VENV / "bin" / "lnbits"
     site = _site_packages()
     if not executable.exists() or site is None:

@@ -24,7 +24,7 @@ from dvm_harness import (  # noqa: F401 - fixtures
     tiny_engine_fixture,
     tiny_model_folder_fixture,
 )
-from lnbits_harness import LnbitsServer, lnbits  # noqa: F401 - fixture
+from lnbits_harness import LnbitsServer, lnbits_fixture  # noqa: F401 - fixture
 
 from nostr_imagegen.imagejob.results import JobStatus
 from nostr_imagegen.nostr.keys import Keys
@@ -65,18 +65,22 @@ async def test_priced_job_is_invoiced_paid_from_another_wallet_and_delivered(
             assert outcome.result is not None, outcome.error
             statuses = [parsed.status for _, parsed in outcome.feedback]
             asked = [p for _, p in outcome.feedback if p.status is JobStatus.PAYMENT_REQUIRED]
-            assert len(asked) == 1 and asked[0].amount_msats == PRICE_MSATS
+            assert len(asked) == 1
+            assert asked[0].amount_msats == PRICE_MSATS
             assert asked[0].bolt11 is not None
             # `processing` comes after the payment, before the result.
             paid_at = statuses.index(JobStatus.PAYMENT_REQUIRED)
             assert JobStatus.PROCESSING in statuses[paid_at + 1 :]
             assert dvm.ledger is not None
             record = dvm.ledger.payment(request.id)
-            assert record is not None and record.paid and record.method == "invoice"
+            assert record is not None
+            assert record.paid
+            assert record.method == "invoice"
             assert record.bolt11 == asked[0].bolt11
         incoming = _incoming(lnbits, operator)
         assert [p["payment_hash"] for p in incoming] == [decode_invoice(record.bolt11).payment_hash]
-        assert incoming[0]["status"] == "success" and incoming[0]["amount"] == PRICE_MSATS
+        assert incoming[0]["status"] == "success"
+        assert incoming[0]["amount"] == PRICE_MSATS
     finally:
         await backend.aclose()
         await payer.aclose()
@@ -99,8 +103,9 @@ async def test_unpaid_job_ends_in_error_after_the_timeout(
             request = build_request(customer.keys, prompt="never paid", params=SMALL)
             outcome = await customer.submit(request, timeout_s=30)
             assert outcome.result is None
-            assert outcome.error is not None and "expired unpaid" in outcome.error
-            assert [p.status for _, p in outcome.feedback][0] is JobStatus.PAYMENT_REQUIRED
+            assert outcome.error is not None
+            assert "expired unpaid" in outcome.error
+            assert next(p.status for _, p in outcome.feedback) is JobStatus.PAYMENT_REQUIRED
             assert dvm.state(request.id) is JobState.FAILED
     finally:
         await backend.aclose()
@@ -121,8 +126,10 @@ async def test_bid_below_the_price_gets_an_error_naming_the_price(
         ):  # fmt: skip
             request = build_request(customer.keys, prompt="cheap", params=SMALL, bid_msats=1000)
             outcome = await customer.submit(request, timeout_s=30)
-            assert outcome.error is not None and str(PRICE_MSATS) in outcome.error
-        assert _incoming(lnbits, operator) == [] and lnbits.payments(operator["inkey"]) == []
+            assert outcome.error is not None
+            assert str(PRICE_MSATS) in outcome.error
+        assert _incoming(lnbits, operator) == []
+        assert lnbits.payments(operator["inkey"]) == []
     finally:
         await backend.aclose()
 
@@ -208,7 +215,9 @@ async def _start_serve(config: Path, log: Path) -> asyncio.subprocess.Process:
         )  # fmt: skip
 
 
-def _serve_setup(tmp_path: Path, relay_url: str, model: Path, lnbits: LnbitsServer) -> tuple[Keys, Path, dict[str, Any]]:
+def _serve_setup(
+    tmp_path: Path, relay_url: str, model: Path, lnbits: LnbitsServer
+) -> tuple[Keys, Path, dict[str, Any]]:
     dvm_keys = Keys.generate()
     (tmp_path / "dvm.key").write_text(dvm_keys.nsec() + "\n")
     os.chmod(tmp_path / "dvm.key", 0o600)
@@ -272,7 +281,9 @@ async def test_serve_killed_after_payment_delivers_once_and_never_invoices_again
         assert [event.id for event in stored] == [outcome.result.id]
         # One invoice ever: one ledger row, one invoice on the operator's wallet, paid once.
         rows = _payments_rows(ledger)
-        assert len(rows) == 1 and rows[0][1] == invoices[0] and rows[0][2] is not None
+        assert len(rows) == 1
+        assert rows[0][1] == invoices[0]
+        assert rows[0][2] is not None
         assert len(lnbits.payments(operator["inkey"])) == 1
         asked = {p.bolt11 for _, p in outcome.feedback if p.status is JobStatus.PAYMENT_REQUIRED}
         assert asked == {invoices[0]}
@@ -302,9 +313,11 @@ async def test_submit_pay_lnbits_completes_a_priced_job_against_serve(
         await asyncio.wait_for(serve.wait(), 60)
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert submit.returncode == 0, err.decode() + log.read_text()[-3000:]
-    assert lines[-1]["type"] == "result" and lines[-1]["urls"]
+    assert lines[-1]["type"] == "result"
+    assert lines[-1]["urls"]
     assert any(line.get("status") == "payment-required" for line in lines)
     assert "paid" in err.decode()
     assert wallet["adminkey"] not in err.decode() + out.decode()
     incoming = [p for p in lnbits.payments(operator["inkey"]) if p["status"] == "success"]
-    assert len(incoming) == 1 and incoming[0]["amount"] == PRICE_MSATS
+    assert len(incoming) == 1
+    assert incoming[0]["amount"] == PRICE_MSATS

@@ -175,7 +175,9 @@ async def test_invoice_paid_then_processing_then_one_result(
     assert statuses.index("processing") > statuses.index("payment-required")
     assert len(pool.events_of(6100, request.id)) == 1
     record = ledger.payment(request.id)
-    assert record is not None and record.paid and record.proof == f"ln:{0:064x}"
+    assert record is not None
+    assert record.paid
+    assert record.proof == f"ln:{0:064x}"
     assert len(backend.created) == 1
 
 
@@ -287,7 +289,8 @@ async def test_zap_call_site_accepts_a_receipt_once_and_refuses_its_replay(
     zaps.receipts.put_nowait("receipt-1")  # the same receipt again: refused by the ledger
     await pool.wait_for(lambda: ledger.state(second.id) is JobState.FAILED)
     record = ledger.payment(second.id)
-    assert record is not None and not record.paid
+    assert record is not None
+    assert not record.paid
 
 
 async def test_cashu_call_site_redeems_before_the_work_and_refuses_a_spent_token(
@@ -300,7 +303,9 @@ async def test_cashu_call_site_redeems_before_the_work_and_refuses_a_spent_token
     await pool.wait_for(lambda: ledger.state(good.id) is JobState.PUBLISHED)
     assert cashu.tokens == ["cashuAgoodtoken"]
     record = ledger.payment(good.id)
-    assert record is not None and record.method == "cashu" and record.paid
+    assert record is not None
+    assert record.method == "cashu"
+    assert record.paid
     cashu.worth_msats = None
     spent = make_request(CUSTOMER, prompt="again", extra_tags=[("cashu", "cashuAspent")])
     pool.deliver(spent)

@@ -44,13 +44,17 @@ def test_invoice_is_recorded_once_and_a_proof_pays_one_job_only(tmp_path: Path) 
         ledger.claim(second)
         stored = ledger.record_invoice(first.id, kind="invoice", amount_msats=21000, bolt11="a")
         again = ledger.record_invoice(first.id, kind="invoice", amount_msats=99000, bolt11="b")
-        assert again.bolt11 == stored.bolt11 == "a" and again.amount_msats == 21000
+        assert again.bolt11 == stored.bolt11 == "a"
+        assert again.amount_msats == 21000
         assert ledger.record_paid(first.id, proof="zap:r1", kind="zap")
         assert ledger.record_paid(first.id, proof="zap:r1", kind="zap")  # idempotent
         assert not ledger.record_paid(second.id, proof="zap:r1", kind="zap")  # replay
-        assert ledger.proof_used("zap:r1") and not ledger.proof_used("zap:r2")
+        assert ledger.proof_used("zap:r1")
+        assert not ledger.proof_used("zap:r2")
         record = ledger.payment(first.id)
-        assert record is not None and record.paid and record.method == "zap"
+        assert record is not None
+        assert record.paid
+        assert record.method == "zap"
         assert ledger.payment(second.id) is None
 
 
@@ -94,7 +98,8 @@ def test_price_adds_every_part() -> None:
     plan = _Plan("small", _Dims(1000, 1000), steps=30, loras=(("a", 1.0), ("b", 0.5)))
     assert price_plan(pricing, plan, default_steps=20) == 1000 + 1000 + 100 + 14
     assert price_plan(pricing, _Plan("big", _Dims(500, 500), 10), default_steps=20) == 5250
-    assert PricingConfig().free and not pricing.free
+    assert PricingConfig().free
+    assert not pricing.free
     assert price_tags(pricing)["models"] == {"big": 5000}
 
 
@@ -161,10 +166,11 @@ def test_config_names_and_rules() -> None:
             },
         )
     )  # fmt: skip
-    assert config.pricing.job_msats == 21000 and config.payment.mode == "after"
-    with pytest.raises(ConfigError, match="no \\[payment\\]"):
+    assert config.pricing.job_msats == 21000
+    assert config.payment.mode == "after"
+    with pytest.raises(ConfigError, match=r"no \[payment\]"):
         ServiceConfig.from_mapping(_config(pricing={"job_msats": 1}))
-    with pytest.raises(ConfigError, match="needs a \\[payment.lnbits\\]"):
+    with pytest.raises(ConfigError, match=r"needs a \[payment\.lnbits\]"):
         ServiceConfig.from_mapping(_config(pricing={"job_msats": 1}, payment={"backend": "lnbits"}))
     with pytest.raises(ConfigError) as refused:
         ServiceConfig.from_mapping(

@@ -205,3 +205,13 @@ def test_secrets_come_from_env_first_then_the_file(
     monkeypatch.delenv("TEST_PAY_KEY")
     with pytest.raises(ConfigError, match="no key"):
         read_secret(file=None, env="TEST_PAY_KEY", what="key")
+
+
+def test_the_priced_example_config_is_valid() -> None:
+    import tomllib
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "priced_dvm.toml"
+    config = ServiceConfig.from_mapping(tomllib.loads(path.read_text()), source=path)
+    assert config.pricing.job_msats == 21000 and config.payment.backend == "lnbits"
+    assert config.payment.lnbits is not None
+    assert config.payment.lnbits.invoice_key_file == path.parent / "lnbits-invoice.key"

@@ -426,9 +426,7 @@ class JobRunner:
         self._jobs.add(active)
         flow = self._payment_flow
         if amount and flow is not None:
-            if state in (JobState.ACCEPTED, JobState.PAYMENT_REQUIRED) and (
-                await flow.covered_by_allowance(active)
-            ):
+            if await flow.covered_by_allowance(active):  # decided once, kept in the ledger
                 active.amount_msats = None  # today's free allowance: no amount anywhere
             elif flow.pays_after:
                 if not await flow.invoice_for_result(active):

@@ -287,6 +287,7 @@ async def test_serve_killed_after_payment_delivers_once_and_never_invoices_again
         assert len(lnbits.payments(operator["inkey"])) == 1
         asked = {p.bolt11 for _, p in outcome.feedback if p.status is JobStatus.PAYMENT_REQUIRED}
         assert asked == {invoices[0]}
+        assert operator["inkey"] not in log.read_text()  # the key never reaches a log
     finally:
         await payer.aclose()
 

@@ -212,6 +212,7 @@ def test_the_priced_example_config_is_valid() -> None:
 
     path = Path(__file__).resolve().parents[2] / "examples" / "priced_dvm.toml"
     config = ServiceConfig.from_mapping(tomllib.loads(path.read_text()), source=path)
-    assert config.pricing.job_msats == 21000 and config.payment.backend == "lnbits"
+    assert config.pricing.job_msats == 21000
+    assert config.payment.backend == "lnbits"
     assert config.payment.lnbits is not None
     assert config.payment.lnbits.invoice_key_file == path.parent / "lnbits-invoice.key"

@@ -134,6 +134,33 @@ async def test_bid_below_the_price_gets_an_error_naming_the_price(
         await backend.aclose()
 
 
+async def test_customer_budget_refuses_an_invoice_above_max_msats(
+    relay_url: str, tmp_path: Path, tiny_engine: Any, lnbits: LnbitsServer
+) -> None:
+    operator = lnbits.wallet("dvm-budget")
+    wallet = lnbits.wallet("customer-budget", fund_msats=100_000)
+    backend = LnbitsBackend(lnbits.url, operator["inkey"])
+    payer = LnbitsPayer(lnbits.url, wallet["adminkey"])
+    try:
+        async with (
+            Dvm(
+                [relay_url], tmp_path, tiny_engine,
+                pricing=lambda job: PRICE_MSATS, invoices=backend,
+            ),
+            Customer([relay_url]) as customer,
+        ):  # fmt: skip
+            request = build_request(customer.keys, prompt="too dear", params=SMALL)
+            outcome = await customer.submit(request, timeout_s=30, payer=payer, max_msats=20_000)
+            assert outcome.result is None
+            assert outcome.error is not None
+            assert "more than the 20000 allowed" in outcome.error
+        # Nothing left the customer's wallet (its only payment is the funding).
+        assert [p for p in lnbits.payments(wallet["inkey"]) if p["amount"] < 0] == []
+    finally:
+        await backend.aclose()
+        await payer.aclose()
+
+
 # -- `nostr-imagegen serve`, killed with SIGKILL while a paid job waits ----------------------
 
 

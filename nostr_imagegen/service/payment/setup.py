@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from nostr_imagegen.errors import ConfigError
+from nostr_imagegen.errors import ConfigError, PaymentError
 from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.service.ledger import Ledger
 from nostr_imagegen.service.payment.backend import InvoiceBackend
@@ -50,8 +50,17 @@ def _invoice_backend(config: ServiceConfig, pool: RelayPoolLike) -> InvoiceBacke
             poll_interval_s=settings.poll_interval_s,
         )
     if payment.backend == "nwc":
-        # The NIP-47 backend is not part of this version yet (see docs/payments.md).
-        raise ConfigError('[payment] backend = "nwc" is not available yet; use "lnbits"')
+        from nostr_imagegen.service.payment.nwc import NwcBackend
+
+        nwc = payment.nwc
+        assert nwc is not None  # PaymentConfig.check
+        uri = read_secret(file=nwc.uri_file, env=nwc.uri_env, what="NWC connection URI")
+        try:
+            return NwcBackend.from_uri(
+                uri, poll_interval_s=nwc.poll_interval_s, request_timeout_s=nwc.request_timeout_s
+            )
+        except PaymentError as exc:
+            raise ConfigError(str(exc)) from None
     return None
 
 

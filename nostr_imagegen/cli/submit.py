@@ -15,7 +15,9 @@ A `payment-required` feedback is shown on stderr with its amount, its invoice an
 terminal QR code of it. ``--pay-lnbits URL`` pays it from an LNbits wallet whose admin key
 is read from the environment variable ``LNBITS_ADMIN_KEY`` (never a flag: it would show in
 the process list), then waits for the result; ``--max-msats N`` refuses to pay more than N
-(the job then ends with exit code 2, unpaid)::
+(the job then ends with exit code 2, unpaid). ``--pay-nwc`` pays over Nostr Wallet Connect
+instead, the ``nostr+walletconnect://`` URI read from ``NOSTR_IMAGEGEN_NWC_URI`` or from
+the file ``--nwc-uri-file`` names::
 
     LNBITS_ADMIN_KEY=... nostr-imagegen submit -r wss://relay.example -p "An ostrich" \
         --pay-lnbits https://lnbits.example --max-msats 50000
@@ -38,6 +40,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from nostr_imagegen.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_TIMEOUT, fail, keys_from
@@ -48,12 +51,21 @@ from nostr_imagegen.nostr.event import Event
 from nostr_imagegen.nostr.keys import Keys, normalize_public_key
 from nostr_imagegen.nostr.kinds import IMAGE_GENERATION_KIND
 
-__all__ = ["CUSTOMER_NSEC_ENV", "LNBITS_ADMIN_KEY_ENV", "register", "run", "terminal_qr"]
+__all__ = [
+    "CUSTOMER_NSEC_ENV",
+    "LNBITS_ADMIN_KEY_ENV",
+    "NWC_URI_ENV",
+    "register",
+    "run",
+    "terminal_qr",
+]
 
 #: Environment variable holding the customer's secret key (nsec or 64 hex).
 CUSTOMER_NSEC_ENV = "NOSTR_IMAGEGEN_CUSTOMER_NSEC"
 #: Environment variable holding the paying LNbits wallet's admin key (``--pay-lnbits``).
 LNBITS_ADMIN_KEY_ENV = "LNBITS_ADMIN_KEY"
+#: Environment variable holding a ``nostr+walletconnect://`` URI (``--pay-nwc``).
+NWC_URI_ENV = "NOSTR_IMAGEGEN_NWC_URI"
 
 _COMMAND = "submit"
 
@@ -109,6 +121,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"pay invoices from this LNbits wallet (admin key in ${LNBITS_ADMIN_KEY_ENV})",
     )
     parser.add_argument(
+        "--pay-nwc",
+        action="store_true",
+        help=f"pay invoices over Nostr Wallet Connect (URI in ${NWC_URI_ENV} or --nwc-uri-file)",
+    )
+    parser.add_argument("--nwc-uri-file", type=Path, metavar="PATH", help="the NWC URI, one line")
+    parser.add_argument(
         "--max-msats", type=int, metavar="MSATS", help="never pay an invoice above this"
     )
     parser.add_argument(
@@ -149,6 +167,10 @@ def _validate(args: argparse.Namespace) -> tuple[Keys, list[tuple[str, ...]], st
             raise ValueError(
                 f"--pay-lnbits reads the wallet's admin key from ${LNBITS_ADMIN_KEY_ENV}"
             )
+    if args.pay_nwc and args.pay_lnbits is not None:
+        raise ValueError("pay with --pay-lnbits or --pay-nwc, not both")
+    if args.pay_nwc:
+        args.nwc_uri = _nwc_uri(args.nwc_uri_file)
     return keys, params, provider
 
 
@@ -162,6 +184,7 @@ async def _submit(
 ) -> int:
     from nostr_imagegen.service.client import Payer, build_request, submit_job
     from nostr_imagegen.service.payment.lnbits import LnbitsPayer
+    from nostr_imagegen.service.payment.nwc import NwcPayer
     from nostr_imagegen.service.relay import RelayPool
 
     request = build_request(
@@ -211,6 +234,17 @@ async def _submit(
             err.flush()
 
         payer = pay_lnbits
+    nwc: NwcPayer | None = None
+    if args.pay_nwc:
+        nwc = NwcPayer(args.nwc_uri)
+        nwc_wallet = nwc
+
+        async def pay_nwc(bolt11: str, max_msats: int | None) -> None:
+            payment_hash = await nwc_wallet(bolt11, max_msats)
+            err.write(f"paid the invoice over NWC (payment hash {payment_hash})\n")
+            err.flush()
+
+        payer = pay_nwc
 
     try:
         async with RelayPool(args.relay, keys=keys) as pool:
@@ -230,6 +264,8 @@ async def _submit(
     finally:
         if lnbits is not None:
             await lnbits.aclose()
+        if nwc is not None:
+            await nwc.aclose()
     if outcome.result is not None:
         _line(
             out,
@@ -246,6 +282,16 @@ async def _submit(
     _line(out, {"type": "error", "reason": reason})
     err.write(f"nostr-imagegen submit: {reason}\n")
     return EXIT_TIMEOUT if outcome.timed_out else EXIT_INVALID
+
+
+def _nwc_uri(path: Path | None) -> str:
+    """The NWC URI from the environment or the file (never from a flag's value)."""
+    from nostr_imagegen.service.payment.settings import read_secret
+
+    try:
+        return read_secret(file=path, env=NWC_URI_ENV, what="NWC connection URI")
+    except NostrImagegenError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def terminal_qr(text: str) -> str:

@@ -4,6 +4,10 @@ real LNbits (FakeWallet), and the customer pays from a second LNbits wallet."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +113,39 @@ async def test_customer_pays_through_nwc_and_the_budget_holds(
     assert [r["method"] for r in service.requests] == ["pay_invoice"]
     incoming = [p for p in lnbits.payments(operator["inkey"]) if p["status"] == "success"]
     assert len(incoming) == 1
+
+
+async def test_submit_pay_nwc_pays_and_gets_the_result(
+    relay_url: str, tmp_path: Path, tiny_engine: Any, lnbits: LnbitsServer
+) -> None:
+    operator = lnbits.wallet("dvm-nwc-cli")
+    customer_wallet = lnbits.wallet("customer-nwc-cli", fund_msats=100_000)
+    backend = LnbitsBackend(lnbits.url, operator["inkey"])
+    async with WalletService(
+        relay_url, lnbits.url, customer_wallet["inkey"], adminkey=customer_wallet["adminkey"]
+    ) as service:
+        try:
+            async with Dvm(
+                [relay_url],
+                tmp_path,
+                tiny_engine,
+                pricing=lambda job: PRICE_MSATS,
+                invoices=backend,
+            ) as dvm:
+                env = {**os.environ, "NOSTR_IMAGEGEN_NWC_URI": service.uri}
+                submit = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "nostr_imagegen.cli", "submit", "--relay", relay_url,
+                    "--prompt", "paid over nwc from the command line", "--param", "size", "64x64",
+                    "--provider", dvm.keys.npub, "--pay-nwc", "--max-msats", "25000",
+                    "--timeout", "90",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+                )  # fmt: skip
+                out, err = await asyncio.wait_for(submit.communicate(), 120)
+        finally:
+            await backend.aclose()
+    assert submit.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert lines[-1]["type"] == "result"
+    assert "paid the invoice over NWC" in err.decode()
+    assert service.client.secret_hex() not in err.decode() + out.decode()
+    assert [r["method"] for r in service.requests] == ["pay_invoice"]

@@ -85,6 +85,8 @@ PUBLIC: dict[str, dict[str, str]] = {
         "InvoiceBackend": "nostr_imagegen.service.payment.backend",
         "LnbitsBackend": "nostr_imagegen.service.payment.lnbits",
         "LnbitsPayer": "nostr_imagegen.service.payment.lnbits",
+        "NwcBackend": "nostr_imagegen.service.payment.nwc",
+        "NwcPayer": "nostr_imagegen.service.payment.nwc",
         "Payer": "nostr_imagegen.service.client",
         "PaymentError": "nostr_imagegen.errors",
         "PaymentRefused": "nostr_imagegen.errors",

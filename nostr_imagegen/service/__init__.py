@@ -67,6 +67,7 @@ from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerSt
 from nostr_imagegen.service.payment.backend import Invoice, InvoiceBackend, decode_invoice
 from nostr_imagegen.service.payment.flow import PaymentSettings
 from nostr_imagegen.service.payment.lnbits import LnbitsBackend, LnbitsPayer
+from nostr_imagegen.service.payment.nwc import NwcBackend, NwcPayer
 from nostr_imagegen.service.payment.pricing import ConfigPricing
 from nostr_imagegen.service.relay import PublishResult, RelayOutcome, RelayPool, RelayStatus
 from nostr_imagegen.service.runner import JobRunner
@@ -123,6 +124,8 @@ __all__ = [
     "NamedOffer",
     "Nip96Host",
     "Notice",
+    "NwcBackend",
+    "NwcPayer",
     "OfferLike",
     "Payer",
     "PaymentCheck",

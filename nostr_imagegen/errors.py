@@ -23,7 +23,9 @@ none of them escapes the public API.
         ├── FetchError           an input image was refused or could not be fetched
         ├── UploadError          no image host accepted the result
         ├── RelayError           a relay connection or publish failed
-        └── LedgerError          the job ledger cannot be read or written
+        ├── LedgerError          the job ledger cannot be read or written
+        ├── PaymentError         a payment backend failed (unreachable wallet, bad invoice)
+        └── PaymentRefused       a payment offered for a job is not good (short, spent, foreign)
 
 ``JobRejected`` carries the offending wire tag (``.tag``) and a reason written for the
 customer; its ``str()`` is what goes into the `error` feedback event.
@@ -50,6 +52,8 @@ __all__ = [
     "MessageError",
     "NostrImagegenError",
     "NotForThisProvider",
+    "PaymentError",
+    "PaymentRefused",
     "RelayError",
     "ServiceError",
     "UnsupportedKind",
@@ -160,3 +164,17 @@ class RelayError(ServiceError):
 
 class LedgerError(ServiceError):
     """The job ledger could not be read or written."""
+
+
+class PaymentError(ServiceError):
+    """A payment backend failed: the wallet is unreachable, refused a request, or answered
+    with something that is not a usable invoice. The message never holds a key."""
+
+
+class PaymentRefused(ServiceError):
+    """A payment offered for a job is not acceptable (too small, already spent, from a mint
+    or wallet the operator does not accept); ``reason`` is written for the customer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -18,7 +18,15 @@ The relay wire layer underneath ``RelayPool`` is sans-I/O and pure (``RelaySessi
 because it is the relay protocol, and a program with its own sockets can drive it.
 """
 
-from nostr_imagegen.errors import FetchError, LedgerError, RelayError, ServiceError, UploadError
+from nostr_imagegen.errors import (
+    FetchError,
+    LedgerError,
+    PaymentError,
+    PaymentRefused,
+    RelayError,
+    ServiceError,
+    UploadError,
+)
 from nostr_imagegen.nostr.messages import (
     RelayAuth,
     RelayClosed,
@@ -46,7 +54,7 @@ from nostr_imagegen.nostr.session import (
 )
 from nostr_imagegen.service.app import serve
 from nostr_imagegen.service.chaining import ChainResolver
-from nostr_imagegen.service.client import JobClient, JobOutcome, build_request, submit_job
+from nostr_imagegen.service.client import JobClient, JobOutcome, Payer, build_request, submit_job
 from nostr_imagegen.service.config import (
     ServiceConfig,
     load_engine_part,
@@ -59,6 +67,11 @@ from nostr_imagegen.service.localrelay import LocalRelay
 from nostr_imagegen.service.logging_json import JsonFormatter
 from nostr_imagegen.service.metrics import MetricsConfig, OpsServer, ServiceMetrics
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
+from nostr_imagegen.service.payment.backend import Invoice, InvoiceBackend, decode_invoice
+from nostr_imagegen.service.payment.flow import PaymentSettings
+from nostr_imagegen.service.payment.lnbits import LnbitsBackend, LnbitsPayer
+from nostr_imagegen.service.payment.nwc import NwcBackend, NwcPayer
+from nostr_imagegen.service.payment.pricing import ConfigPricing
 from nostr_imagegen.service.policy import (
     PolicyConfig,
     PromptPolicy,
@@ -96,6 +109,7 @@ __all__ = [
     "BlossomHost",
     "ChainResolver",
     "ClientPoolLike",
+    "ConfigPricing",
     "EndOfStoredEvents",
     "EngineLike",
     "EventReceived",
@@ -105,6 +119,8 @@ __all__ = [
     "GenerationLike",
     "Happening",
     "ImageHost",
+    "Invoice",
+    "InvoiceBackend",
     "JobClient",
     "JobOutcome",
     "JobRecord",
@@ -113,15 +129,23 @@ __all__ = [
     "JsonFormatter",
     "Ledger",
     "LedgerError",
+    "LnbitsBackend",
+    "LnbitsPayer",
     "LocalFolderHost",
     "LocalRelay",
     "MetricsConfig",
     "NamedOffer",
     "Nip96Host",
     "Notice",
+    "NwcBackend",
+    "NwcPayer",
     "OfferLike",
     "OpsServer",
+    "Payer",
     "PaymentCheck",
+    "PaymentError",
+    "PaymentRefused",
+    "PaymentSettings",
     "PolicyConfig",
     "PricingPolicy",
     "PromptPolicy",
@@ -153,6 +177,7 @@ __all__ = [
     "UploadedImage",
     "WordListPolicy",
     "build_request",
+    "decode_invoice",
     "decode_relay_message",
     "encode_auth",
     "encode_close",

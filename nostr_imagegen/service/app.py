@@ -26,6 +26,8 @@ from nostr_imagegen.service.config import (
 )
 from nostr_imagegen.service.ledger import Ledger
 from nostr_imagegen.service.options import Announcement, RunnerOptions
+from nostr_imagegen.service.payment.pricing import price_tags
+from nostr_imagegen.service.payment.setup import payment_pieces
 from nostr_imagegen.service.runner import JobRunner
 from nostr_imagegen.service.seams import EngineLike
 
@@ -128,6 +130,8 @@ async def serve(
                 identifier=config.announce.identifier,
                 picture=config.announce.picture,
                 refresh_hours=config.announce.refresh_hours,
+                # NIP-89: a priced DVM states its prices (msats) beside its params.
+                extra=None if config.pricing.free else {"pricing": price_tags(config.pricing)},
             )
         pool = RelayPool(
             service.relays,
@@ -135,7 +139,10 @@ async def serve(
             max_extra_relays=max(1, service.max_reply_relays),
             extra_relays_public_only=not service.allow_private_relays,
         )
-        async with pool:
+        async with (
+            pool,
+            payment_pieces(config, pool=pool, ledger=ledger, plan=engine.plan) as payment,
+        ):
             _add_operations(config, pool, runner_kwargs)
             metrics = runner_kwargs.pop("_metrics", None)
             runner = JobRunner(
@@ -149,7 +156,7 @@ async def serve(
                 queue_size=config.queue.size,
                 options=runner_options(config),
                 announcement=announcement,
-                **runner_kwargs,
+                **{**payment, **runner_kwargs},
             )
             ops = None
             if metrics is not None:

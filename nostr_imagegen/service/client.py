@@ -31,7 +31,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ from nostr_imagegen.nostr.messages import Filter
 from nostr_imagegen.nostr.signer import Signer
 from nostr_imagegen.service.seams import ClientPoolLike
 
-__all__ = ["JobClient", "JobOutcome", "build_request", "submit_job"]
+__all__ = ["JobClient", "JobOutcome", "Payer", "build_request", "submit_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ def build_request(
 
 
 FeedbackCallback = Callable[[Event, ParsedFeedback], Any]
+#: ``await payer(bolt11, max_msats)`` pays an invoice (``service.payment.lnbits.LnbitsPayer``
+#: or any wallet); it should refuse one above ``max_msats``. Raising fails the job.
+Payer = Callable[[str, int | None], Awaitable[Any]]
 
 
 @dataclass
@@ -139,6 +142,10 @@ class _Pending:
     stop_on_error: bool
     started: float
     done: asyncio.Future[JobOutcome]
+    payer: Payer | None = None
+    max_msats: int | None = None
+    #: Invoices already paid (a provider repeating its `payment-required` is paid once).
+    paid: set[str] = field(default_factory=set)
     feedback: list[tuple[Event, ParsedFeedback]] = field(default_factory=list)
 
 
@@ -168,6 +175,7 @@ class JobClient:
         self._lookback_s = lookback_s
         self._pending: dict[str, _Pending] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._payments: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> JobClient:
         answers = Filter(
@@ -183,6 +191,9 @@ class JobClient:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        for task in self._payments:
+            task.cancel()
+        await asyncio.gather(*self._payments, return_exceptions=True)
         for pending in self._pending.values():
             if not pending.done.done():
                 pending.done.cancel()
@@ -197,10 +208,15 @@ class JobClient:
         on_feedback: FeedbackCallback | None = None,
         stop_on_error: bool = True,
         publish_timeout_s: float = 10.0,
+        payer: Payer | None = None,
+        max_msats: int | None = None,
     ) -> JobOutcome:
         """Publish ``request`` and wait for its result, an `error` (unless ``stop_on_error``
         is False) or the timeout. Only answers from ``provider`` count when one is given.
-        Raises ``RelayError`` when no relay accepted the request."""
+
+        With a ``payer``, a `payment-required` feedback carrying an invoice is paid (each
+        invoice once) unless its amount is above ``max_msats``: then the job ends with an
+        error saying so, unpaid. Raises ``RelayError`` when no relay accepted the request."""
         if self._reader is None:
             raise RelayError("use the JobClient as `async with JobClient(...)`")
         started = time.monotonic()
@@ -211,6 +227,8 @@ class JobClient:
             stop_on_error=stop_on_error,
             started=started,
             done=asyncio.get_running_loop().create_future(),
+            payer=payer,
+            max_msats=max_msats,
         )
         # Registered before publishing: an answer may arrive before the relay's OK does.
         self._pending[request.id] = pending
@@ -270,6 +288,11 @@ class JobClient:
                 value = pending.on_feedback(event, parsed_feedback)
                 if inspect.isawaitable(value):
                     await value
+            if parsed_feedback.status is JobStatus.PAYMENT_REQUIRED:
+                # In its own task: the reader keeps routing answers while the wallet pays.
+                self._payments.add(
+                    asyncio.create_task(_pay_invoice(pending, parsed_feedback, elapsed))
+                )
             if parsed_feedback.status is JobStatus.ERROR and pending.stop_on_error:
                 pending.done.set_result(
                     JobOutcome(
@@ -296,6 +319,30 @@ class JobClient:
             )
 
 
+async def _pay_invoice(pending: _Pending, feedback: ParsedFeedback, elapsed: float) -> None:
+    """Pay a `payment-required` invoice within the budget, or end the job saying why not."""
+    if pending.payer is None or feedback.bolt11 is None or pending.done.done():
+        return
+    if feedback.bolt11 in pending.paid:
+        return
+    amount = feedback.amount_msats
+    reason: str | None = None
+    if pending.max_msats is not None and (amount is None or amount > pending.max_msats):
+        reason = f"the provider asks {amount} msats, more than the {pending.max_msats} allowed"
+    else:
+        pending.paid.add(feedback.bolt11)
+        try:
+            await pending.payer(feedback.bolt11, pending.max_msats)
+        except NostrImagegenError as exc:
+            reason = f"the payment failed: {exc}"
+    if reason is not None and not pending.done.done():
+        pending.done.set_result(
+            JobOutcome(
+                pending.request, error=reason, feedback=tuple(pending.feedback), elapsed_s=elapsed
+            )
+        )
+
+
 async def submit_job(
     pool: ClientPoolLike,
     request: Event,
@@ -306,6 +353,8 @@ async def submit_job(
     on_feedback: FeedbackCallback | None = None,
     stop_on_error: bool = True,
     publish_timeout_s: float = 10.0,
+    payer: Payer | None = None,
+    max_msats: int | None = None,
 ) -> JobOutcome:
     """Publish one ``request`` through ``pool`` (a started ``RelayPool``) and wait for its
     answer: ``JobClient`` for a single job. Raises ``RelayError`` if no relay took it."""
@@ -317,4 +366,6 @@ async def submit_job(
             on_feedback=on_feedback,
             stop_on_error=stop_on_error,
             publish_timeout_s=publish_timeout_s,
+            payer=payer,
+            max_msats=max_msats,
         )

@@ -90,6 +90,7 @@ from nostr_imagegen.nostr.urls import HTTP_SCHEMES, RELAY_SCHEMES, url_problem
 from nostr_imagegen.service.chaining import ChainingConfig
 from nostr_imagegen.service.metrics.config import MetricsConfig
 from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin
+from nostr_imagegen.service.payment.settings import PaymentConfig, PricingConfig
 from nostr_imagegen.service.policy.config import PolicyConfig
 
 if TYPE_CHECKING:
@@ -314,6 +315,9 @@ class ServiceConfig(EngineConfig):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     chaining: ChainingConfig = Field(default_factory=ChainingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    #: Prices and how they are paid (``service.payment.settings``); free by default.
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    payment: PaymentConfig = Field(default_factory=PaymentConfig)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: Path | str | None = None) -> Self:
@@ -324,6 +328,14 @@ class ServiceConfig(EngineConfig):
         where = str(source) if source is not None else "service configuration"
         _refuse_secrets(data, where)
         config = super().from_mapping(data, source=source)
+        try:
+            config.payment.check()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not config.pricing.free and not config.payment.enabled:
+            raise ConfigError(
+                f"{where}: [pricing] sets prices but no [payment] says how to pay them"
+            )
         if source is None:
             return config
         base = Path(source).resolve().parent
@@ -341,12 +353,14 @@ class ServiceConfig(EngineConfig):
         service = config.service.model_copy(
             update={"ledger": _relative(config.service.ledger, base)}
         )
+        payment = _payment_paths(config.payment, base)
         return config.model_copy(
             update={
                 "storage": storage,
                 "identity": identity,
                 "service": service,
                 "policy": config.policy.resolved(base),
+                "payment": payment,
             }
         )
 
@@ -367,6 +381,24 @@ _SERVICE_SECTIONS: Final = frozenset(ServiceConfig.model_fields) - frozenset(
 def _relative(path: Path, base: Path) -> Path:
     expanded = path.expanduser()
     return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+
+def _payment_paths(payment: PaymentConfig, base: Path) -> PaymentConfig:
+    """``[payment.*]`` file paths resolved against the configuration's folder."""
+    update: dict[str, Any] = {}
+    if payment.lnbits is not None and payment.lnbits.invoice_key_file is not None:
+        update["lnbits"] = payment.lnbits.model_copy(
+            update={"invoice_key_file": _relative(payment.lnbits.invoice_key_file, base)}
+        )
+    if payment.nwc is not None and payment.nwc.uri_file is not None:
+        update["nwc"] = payment.nwc.model_copy(
+            update={"uri_file": _relative(payment.nwc.uri_file, base)}
+        )
+    if payment.cashu is not None:
+        update["cashu"] = payment.cashu.model_copy(
+            update={"wallet_dir": _relative(payment.cashu.wallet_dir, base)}
+        )
+    return payment.model_copy(update=update) if update else payment
 
 
 def _refuse_secrets(data: Mapping[str, Any], where: str) -> None:
@@ -390,6 +422,11 @@ def _refuse_secrets(data: Mapping[str, Any], where: str) -> None:
     for location, value in _strings(data, ()):
         if value.strip().lower().startswith("nsec1"):
             raise ConfigError(f"{where}: {location} holds an nsec secret key; {advice}")
+        if value.strip().lower().startswith("nostr+walletconnect:"):
+            raise ConfigError(
+                f"{where}: {location} holds a wallet connection URI (a secret): put it in the "
+                "file named by [payment.nwc] uri_file, or in the environment"
+            )
 
 
 def _looks_secret(value: str) -> bool:

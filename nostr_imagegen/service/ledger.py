@@ -50,13 +50,14 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Ledger",
+    "PaymentRecord",
     "PendingWork",
     "StoredImage",
 ]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 
 class JobState(StrEnum):
@@ -145,6 +146,31 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """A job's payment, as the ledger keeps it (``Ledger.payment``).
+
+    ``method`` is ``invoice`` (bolt11 from a backend), ``zap``, ``cashu`` or ``free`` (the
+    daily allowance). ``proof`` is what settled it (payment hash, zap receipt id, token
+    hash): unique across jobs, so one proof never pays two jobs, across restarts too.
+    """
+
+    request_id: str
+    customer: str
+    method: str
+    amount_msats: int
+    bolt11: str | None
+    payment_hash: str | None
+    expires_at: float | None
+    issued_at: float
+    paid_at: float | None
+    proof: str | None
+
+    @property
+    def paid(self) -> bool:
+        return self.paid_at is not None
+
+
+@dataclass(frozen=True, slots=True)
 class PendingWork:
     """What a restart must finish, from ``Ledger.pending_on_startup()``.
 
@@ -187,6 +213,19 @@ CREATE TABLE IF NOT EXISTS transitions (
     detail     TEXT
 );
 CREATE INDEX IF NOT EXISTS transitions_job ON transitions (request_id);
+CREATE TABLE IF NOT EXISTS payments (
+    request_id   TEXT PRIMARY KEY,
+    customer     TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    amount_msats INTEGER NOT NULL,
+    bolt11       TEXT,
+    payment_hash TEXT,
+    expires_at   REAL,
+    issued_at    REAL NOT NULL,
+    paid_at      REAL,
+    proof        TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS payments_customer ON payments (customer, issued_at);
 CREATE TABLE IF NOT EXISTS images (
     request_id TEXT NOT NULL,
     position   INTEGER NOT NULL,
@@ -229,6 +268,11 @@ class Ledger:
             if row is None:
                 self._db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),)
+                )
+            elif row[0] == "1":
+                # Version 1 had no payments table; the script above just created it.
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(_SCHEMA_VERSION),)
                 )
             elif row[0] != str(_SCHEMA_VERSION):
                 raise LedgerError(
@@ -476,6 +520,117 @@ class Ledger:
             )
             self._log(db, request_id, new_state, at, "answer published")
 
+    def record_invoice(
+        self,
+        request_id: str,
+        *,
+        kind: str,
+        amount_msats: int,
+        bolt11: str | None = None,
+        payment_hash: str | None = None,
+        expires_at: float | None = None,
+        now: float | None = None,
+    ) -> PaymentRecord:
+        """Record the invoice (or zap/Cashu request) issued for a job, once.
+
+        Returns the stored payment: the new one, or the one already recorded for this job
+        (the caller then uses that invoice: a job is never invoiced twice). The flow asks
+        ``payment()`` before creating an invoice; this guard holds even if two ask at once.
+        """
+        at = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute("SELECT customer FROM jobs WHERE request_id = ?", (request_id,))
+            job = row.fetchone()
+            if job is None:
+                raise LedgerError(f"unknown job {request_id}")
+            db.execute(
+                "INSERT OR IGNORE INTO payments (request_id, customer, method, amount_msats,"
+                " bolt11, payment_hash, expires_at, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (request_id, job[0], kind, amount_msats, bolt11, payment_hash, expires_at, at),
+            )
+            record = self._payment(db, request_id)
+            assert record is not None
+            return record
+
+    def record_paid(
+        self,
+        request_id: str,
+        *,
+        proof: str,
+        kind: str | None = None,
+        amount_msats: int | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Mark a job's payment settled by ``proof``. ``False`` when ``proof`` already paid
+        another job (a replayed zap receipt or token), ``True`` otherwise; marking the same
+        job with the same proof again is a no-op that returns ``True``."""
+        at = time.time() if now is None else now
+        with self._transaction() as db:
+            used = db.execute(
+                "SELECT request_id FROM payments WHERE proof = ?", (proof,)
+            ).fetchone()
+            if used is not None:
+                return bool(used[0] == request_id)
+            current = self._payment(db, request_id)
+            if current is None:
+                customer = db.execute(
+                    "SELECT customer FROM jobs WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if customer is None:
+                    raise LedgerError(f"unknown job {request_id}")
+                db.execute(
+                    "INSERT INTO payments (request_id, customer, method, amount_msats,"
+                    " issued_at, paid_at, proof) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        request_id,
+                        customer[0],
+                        kind or "invoice",
+                        amount_msats or 0,
+                        at,
+                        at,
+                        proof,
+                    ),
+                )
+            else:
+                if current.paid:
+                    return True  # paid already (another proof): never charged twice
+                db.execute(
+                    "UPDATE payments SET paid_at = ?, proof = ?, method = ?,"
+                    " amount_msats = ? WHERE request_id = ?",
+                    (
+                        at,
+                        proof,
+                        kind or current.method,
+                        current.amount_msats if amount_msats is None else amount_msats,
+                        request_id,
+                    ),
+                )
+            self._log(db, request_id, JobState.PAYMENT_REQUIRED, at, f"paid ({kind or 'invoice'})")
+            return True
+
+    def payment(self, request_id: str) -> PaymentRecord | None:
+        """The job's payment row, or ``None`` when no invoice was issued for it."""
+        with self._transaction() as db:
+            return self._payment(db, request_id)
+
+    def proof_used(self, proof: str) -> bool:
+        """Whether ``proof`` (a zap receipt id, a token hash) already paid a job."""
+        with self._transaction() as db:
+            return (
+                db.execute("SELECT 1 FROM payments WHERE proof = ?", (proof,)).fetchone()
+                is not None
+            )
+
+    def free_jobs_since(self, customer: str, since: float) -> int:
+        """How many jobs of ``customer`` the free allowance paid since ``since``."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM payments WHERE customer = ? AND method = 'free'"
+                " AND issued_at >= ?",
+                (customer, since),
+            ).fetchone()
+            return int(row[0])
+
     def prune(self, older_than_s: float, *, now: float | None = None) -> int:
         """Forget finished jobs last updated more than ``older_than_s`` ago; returns how many.
 
@@ -494,7 +649,7 @@ class Ledger:
                     (cutoff, *terminal),
                 )
             ]
-            for table in ("transitions", "images", "jobs"):
+            for table in ("transitions", "images", "payments", "jobs"):
                 db.executemany(
                     f"DELETE FROM {table} WHERE request_id = ?",  # noqa: S608
                     [(request_id,) for request_id in ids],
@@ -578,6 +733,15 @@ class Ledger:
         if row is None:
             raise LedgerError(f"unknown job {request_id}")
         return JobState(row[0])
+
+    @staticmethod
+    def _payment(db: sqlite3.Connection, request_id: str) -> PaymentRecord | None:
+        row = db.execute(
+            "SELECT request_id, customer, method, amount_msats, bolt11, payment_hash,"
+            " expires_at, issued_at, paid_at, proof FROM payments WHERE request_id = ?",
+            (request_id,),
+        ).fetchone()
+        return None if row is None else PaymentRecord(*row)
 
     @staticmethod
     def _log(

@@ -123,6 +123,7 @@ class Outbox:
         relay: str | None,
         *,
         amount_msats: int | None,
+        bolt11: str | None = None,
         now: int,
     ) -> Event:
         """The signed kind 6100 result: the image URLs, an ``imeta`` tag for each."""
@@ -132,6 +133,7 @@ class Outbox:
                 links,
                 keys=self._keys,
                 amount_msats=amount_msats,
+                bolt11=bolt11,
                 relay_hint=_hint(relay),
                 expiration=_later(now, self._options.result_expiration_s),
             )

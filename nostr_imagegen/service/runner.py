@@ -5,7 +5,8 @@ The path of one kind 5100 request::
     relay EVENT ─> seen this session? ─> signature ─> `p` names another provider? (ignore)
       ─> ledger.claim (duplicate from another relay / after a restart? drop)
       ─> parse_image_job  (JobRejected -> `error` feedback)
-      ─> pricing policy   (amount? `payment-required` + wait for PaymentCheck, or timeout)
+      ─> pricing policy   (amount? `payment-required` + wait: service.payment.flow, or the
+                           older PaymentCheck hook; bid too low? `error` naming the price)
       ─> bounded queue    (full? `error`: busy)   ─> `processing` feedback (queue position)
       ─> engine worker: fetch input image ─> Engine.generate in its own thread (step
          progress as rate-limited `processing` feedback; a kind 5 deletion by the customer
@@ -21,7 +22,7 @@ generated images are uploaded without generating again, unfinished jobs run agai
 `error` when they are too old or crashed the service ``max_attempts`` times).
 
 This module holds the path up to the queue, cancellations and the restart; the rest lives
-in a module each: ``service.payment`` (price, payment wait), ``service.worker`` (queue to
+in a module each: ``service.payment`` (price, payment flow, backends), ``service.worker`` (queue to
 answer), ``service.activejobs`` (the jobs in hand and how they end), ``service.outbox``
 (signing, publishing, retries), ``service.announce`` (NIP-89), ``service.seams`` (what may
 be injected), ``service.options`` (settings and counters).
@@ -69,7 +70,14 @@ from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
 from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
-from nostr_imagegen.service.payment import PaymentWait, price
+from nostr_imagegen.service.payment.backend import InvoiceBackend
+from nostr_imagegen.service.payment.flow import (
+    CashuRedeemerLike,
+    PaymentFlow,
+    PaymentSettings,
+    ZapWatcherLike,
+)
+from nostr_imagegen.service.payment.wait import PaymentWait, price
 from nostr_imagegen.service.policy import RequestPolicy
 from nostr_imagegen.service.seams import (
     EngineLike,
@@ -129,6 +137,10 @@ class JobRunner:
         ledger: Ledger,
         pricing: PricingPolicy | None = None,
         payment_check: PaymentCheck | None = None,
+        invoices: InvoiceBackend | None = None,
+        zaps: ZapWatcherLike | None = None,
+        cashu: CashuRedeemerLike | None = None,
+        payment_settings: PaymentSettings | None = None,
         fetch_policy: FetchPolicy | None = None,
         fetcher: Fetcher | None = None,
         accepted_kinds: Sequence[int] = (IMAGE_GENERATION_KIND,),
@@ -193,6 +205,24 @@ class JobRunner:
             outbox=self._outbox,
             stats=self.stats,
         )
+        # The payment flow (invoices from a backend, zaps, Cashu) replaces the older
+        # PaymentCheck hook when any of its pieces is given.
+        self._payment_flow = (
+            PaymentFlow(
+                settings=payment_settings or PaymentSettings(),
+                backend=invoices,
+                zaps=zaps,
+                cashu=cashu,
+                jobs=self._jobs,
+                outbox=self._outbox,
+                ledger=ledger,
+                ledger_io=self._ledger_io,
+            )
+            if invoices is not None or zaps is not None or cashu is not None
+            else None
+        )
+        if self._payment_flow is not None and payment_check is not None:
+            raise ConfigError("give the runner a payment_check or invoices/zaps/cashu, not both")
         self._workers = EngineWorkers(
             engines=self.engines,
             jobs=self._jobs,
@@ -205,7 +235,11 @@ class JobRunner:
             stats=self.stats,
             fetcher=fetcher,
             fetch_policy=fetch_policy,
-            amount_in_result=payment_check is None,
+            amount_in_result=(
+                self._payment_flow.pays_after
+                if self._payment_flow is not None
+                else payment_check is None
+            ),
             on_engine_time=on_engine_time,
         )
         self._payment_wait = (
@@ -432,6 +466,25 @@ class JobRunner:
             return
         active.amount_msats = amount
         self._jobs.add(active)
+        flow = self._payment_flow
+        if amount and flow is not None:
+            if await flow.covered_by_allowance(active):  # decided once, kept in the ledger
+                active.amount_msats = None  # today's free allowance: no amount anywhere
+            elif flow.pays_after:
+                if not await flow.invoice_for_result(active):
+                    return
+            elif state in (JobState.ACCEPTED, JobState.PAYMENT_REQUIRED):
+                if self._jobs.waiting_for_payment() >= self.options.max_payment_waits:
+                    self.stats.busy += 1
+                    await self._jobs.answer_error(
+                        job, relay_url, "the service is busy; try again later",
+                        JobState.FAILED, active,
+                    )  # fmt: skip
+                    return
+                active.waiter = self._tasks.spawn(self._pay_then_enqueue(active, state), "payment")
+                return
+            await self._enqueue(active, force=state is not JobState.ACCEPTED)
+            return
         if (
             amount
             and self._payment_wait is not None
@@ -503,8 +556,12 @@ class JobRunner:
         self.engines[0].plan(job)
 
     async def _pay_then_enqueue(self, active: ActiveJob, state: JobState) -> None:
-        assert self._payment_wait is not None
-        if await self._payment_wait.paid(active, state):
+        if self._payment_flow is not None:
+            paid = await self._payment_flow.paid(active, state)
+        else:
+            assert self._payment_wait is not None
+            paid = await self._payment_wait.paid(active, state)
+        if paid:
             await self._enqueue(active)
 
     async def _enqueue(self, active: ActiveJob, *, force: bool = False) -> None:

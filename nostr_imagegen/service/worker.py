@@ -286,6 +286,9 @@ class EngineWorkers:
         active = ActiveJob(job=job, relay=record.relay, reply_relays=record.reply_relays)
         active.amount_msats = record.amount_msats
         try:
+            payment = await self._ledger_io(self._ledger.payment, record.request_id)
+            if payment is not None and payment.bolt11 is not None:  # pay after: same invoice
+                active.amount_msats, active.bolt11 = payment.amount_msats, payment.bolt11
             await self.deliver(active, record.images)
         except Exception as exc:
             logger.exception("resuming the upload of %.12s failed", job.id)
@@ -306,7 +309,10 @@ class EngineWorkers:
             return
         now = int(time.time())
         amount = active.amount_msats if self._amount_in_result else None
-        result = self._outbox.result(job, links, active.relay, amount_msats=amount, now=now)
+        bolt11 = active.bolt11 if amount is not None else None
+        result = self._outbox.result(
+            job, links, active.relay, amount_msats=amount, bolt11=bolt11, now=now
+        )
         success = self._outbox.feedback(job, JobStatus.SUCCESS, active.relay, now=now)
         await self._ledger_io(
             self._ledger.record_uploaded, job.id, [link.url for link in links], [result, success]

@@ -13,10 +13,12 @@ Read from TOML (``load_engine_config``) or from an already parsed mapping
 
     [models.sdxl-turbo]
     source = "stabilityai/sdxl-turbo"        # hub id, local folder, or one .safetensors/.ckpt
-    family = "sdxl"
+    family = "sdxl"                          # sd15 sd2 sdxl sd3 flux flux2 qwenimage zimage
+                                             # sana chroma (docs/engine.md: what each takes)
     default = true                           # at most one; else the first model is the default
     steps = 4
     guidance_scale = 0.0
+    ignore_unsupported = ["negative_prompt"] # drop what the model cannot apply, not refuse
 
     [loras.pixel-art]
     source = "/srv/loras/pixel.safetensors"
@@ -124,6 +126,8 @@ _REMOTE_PREFIXES: Final = ("http://", "https://", "hf.co/", "huggingface.co/")
 
 Source = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
 DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
+#: Request params a model may be configured to ignore when its family cannot apply them.
+IgnorableParam = Literal["negative_prompt", "guidance_scale"]
 
 
 def is_single_file(source: str) -> bool:
@@ -181,6 +185,12 @@ class ModelConfig(_Section):
     single_file_config: Source | None = None
     #: Weight file variant to load from a hub id or folder (``fp16``).
     variant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    #: FLUX.1 only: the "true CFG" scale of a second pass that applies a negative prompt
+    #: (above 1; twice the compute). Without it a FLUX.1 model refuses negative prompts.
+    true_cfg_scale: float | None = Field(default=None, gt=1.0, le=100.0)
+    #: Request params this model cannot apply that are dropped instead of refusing the job
+    #: (``ignore_unsupported = ["negative_prompt"]``); the NIP-89 announcement lists them.
+    ignore_unsupported: tuple[IgnorableParam, ...] = ()
 
     @field_validator("scheduler")
     @classmethod

@@ -44,6 +44,8 @@ from PIL import Image, ImageOps
 
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
 from nostr_imagegen.engine.encode import output_type
+from nostr_imagegen.engine.families import family_spec
+from nostr_imagegen.engine.family_rules import check_model_config, family_decision, model_params
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
 from nostr_imagegen.engine.registry import Registry
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
@@ -66,10 +68,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEPS: Final = 30
-DEFAULT_GUIDANCE_SCALE: Final = 7.5
-#: FLUX is distilled for low guidance; 7.5 would burn its images.
-_FAMILY_GUIDANCE: Final = {ModelFamily.FLUX: 3.5}
+#: Stable Diffusion 1.5's defaults; each family's own are in ``engine.families``.
+DEFAULT_STEPS: Final = family_spec(ModelFamily.SD15).steps
+DEFAULT_GUIDANCE_SCALE: Final = family_spec(ModelFamily.SD15).guidance_scale
 DEFAULT_STRENGTH: Final = 0.75
 #: Seeds drawn for jobs that give none: 32 bits, like most front ends, so they can be retyped.
 _SEED_BITS: Final = 32
@@ -99,6 +100,12 @@ class GenerationPlan:
     strength: float | None
     #: MIME type the images will be encoded as (``image/png``, ``image/jpeg``, ``image/webp``).
     output: str
+    #: The negative prompt the pipeline gets (None when the job has none or it is ignored).
+    negative_prompt: str | None = None
+    #: FLUX.1's second guidance pass, when the model's config turns it on.
+    true_cfg_scale: float | None = None
+    #: Params of the job dropped because the model's ``ignore_unsupported`` lists them.
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,12 @@ class OfferedModel:
     name: str
     family: ModelFamily
     default: bool
+    #: The request params it takes (``family_rules.model_params``).
+    params: tuple[str, ...] = ()
+    #: Params it drops instead of refusing the job (its ``ignore_unsupported``).
+    ignores: tuple[str, ...] = ()
+    #: Largest square it generates under the limits, ``"WxH"``.
+    max_size: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +208,8 @@ class Engine:
         loader: PipelineLoader | None = None,
         upscaler: Upscaler | None = None,
     ) -> None:
+        for name, model in config.models.items():
+            check_model_config(name, model)
         self._config = config
         self._registry = Registry(config)
         self._device = select_device(device if device is not None else config.device)
@@ -228,14 +243,26 @@ class Engine:
     def offered(self) -> EngineOffer:
         """The models, LoRAs, ratios and limits this engine serves."""
         names = self._registry.model_names()
-        models = tuple(
-            OfferedModel(name, self._config.models[name].family, name == names[0]) for name in names
-        )
+        models = tuple(self._offered_model(name, name == names[0]) for name in names)
         loras = tuple(
             OfferedLora(name, lora.family, lora.weight) for name, lora in self._config.loras.items()
         )
         return EngineOffer(
             models=models, loras=loras, ratios=tuple(Ratio), limits=self._config.limits
+        )
+
+    def _offered_model(self, name: str, default: bool) -> OfferedModel:
+        model = self._config.models[name]
+        limits = self._config.limits
+        multiple = model.family.multiple
+        side = min(limits.max_side, math.isqrt(limits.max_pixels)) // multiple * multiple
+        return OfferedModel(
+            name,
+            model.family,
+            default,
+            params=model_params(model, loras=bool(self._registry.lora_names(model.family))),
+            ignores=tuple(model.ignore_unsupported),
+            max_size=f"{side}x{side}",
         )
 
     def warm(self, model_name: str | None = None) -> None:
@@ -271,8 +298,9 @@ class Engine:
             limits=limits.dimension_limits(),
             default_upscale=self._config.upscaler.default_factor,
         )
-        steps = self._steps(job, model.steps, limits)
+        steps = self._steps(job, model.steps, model.family, limits)
         guidance = self._guidance(job, model.guidance_scale, model.family, limits)
+        family = family_decision(name, model, job, guidance_scale=guidance, img2img=img2img)
         strength: float | None = None
         if img2img:
             strength = job.strength if job.strength is not None else model.strength
@@ -302,6 +330,9 @@ class Engine:
             guidance_scale=guidance,
             strength=strength,
             output=output,
+            negative_prompt=family.negative_prompt,
+            true_cfg_scale=family.true_cfg_scale,
+            ignored=family.ignored,
         )
 
     def generate(
@@ -324,9 +355,13 @@ class Engine:
     # ----- internals -------------------------------------------------------------------
 
     @staticmethod
-    def _steps(job: ImageJob, default: int | None, limits: EngineLimits) -> int:
+    def _steps(
+        job: ImageJob, default: int | None, family: ModelFamily, limits: EngineLimits
+    ) -> int:
         if job.steps is None:
-            return default if default is not None else min(DEFAULT_STEPS, limits.max_steps)
+            if default is not None:
+                return default
+            return min(family_spec(family).steps, limits.max_steps)
         if not 1 <= job.steps <= limits.max_steps:
             raise JobRejected(
                 f"{job.steps} steps are not served here; use 1 to {limits.max_steps}",
@@ -341,9 +376,7 @@ class Engine:
         if job.guidance_scale is None:
             if default is not None:
                 return default
-            return min(
-                _FAMILY_GUIDANCE.get(family, DEFAULT_GUIDANCE_SCALE), limits.max_guidance_scale
-            )
+            return min(family_spec(family).guidance_scale, limits.max_guidance_scale)
         value = float(job.guidance_scale)
         if not (math.isfinite(value) and 0.0 <= value <= limits.max_guidance_scale):
             raise JobRejected(
@@ -399,7 +432,7 @@ class Engine:
             guidance_scale=plan.guidance_scale,
             strength=plan.strength,
             prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
+            negative_prompt=plan.negative_prompt,
             elapsed=elapsed,
         )
 
@@ -425,29 +458,28 @@ class Engine:
                 progress(step + 1, int(getattr(pipe, "num_timesteps", plan.steps)))
             return tensors
 
+        spec = family_spec(plan.family)
         kwargs: dict[str, Any] = {
             "prompt": job.prompt,
             "num_inference_steps": plan.steps,
-            "guidance_scale": plan.guidance_scale,
+            spec.guidance_argument: plan.guidance_scale,
             "generator": generator,
             "num_images_per_prompt": 1,
             "output_type": "pil",
             "callback_on_step_end": on_step_end,
+            # Sizes are decided once, by job_dimensions; Sana would re-bin them.
+            "use_resolution_binning": False,
         }
-        if job.negative_prompt:
-            if "negative_prompt" not in accepted:
-                raise JobRejected(
-                    f"model {plan.model!r} does not take a negative prompt",
-                    tag=("param", "negative_prompt", job.negative_prompt[:64]),
-                )
-            kwargs["negative_prompt"] = job.negative_prompt
+        if plan.negative_prompt is not None:
+            kwargs["negative_prompt"] = plan.negative_prompt
+        if plan.true_cfg_scale is not None:
+            kwargs["true_cfg_scale"] = plan.true_cfg_scale
         size = (plan.dimensions.width, plan.dimensions.height)
         if init_image is not None:
             kwargs["image"] = _prepare_init_image(init_image, size)
             kwargs["strength"] = plan.strength
-        else:
-            kwargs["width"], kwargs["height"] = size
-        return kwargs
+        kwargs["width"], kwargs["height"] = size
+        return _accepted_only(kwargs, accepted, plan, pipeline)
 
     def _call(
         self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
@@ -520,6 +552,22 @@ class Engine:
                 else:
                     self._upscaler = LanczosUpscaler()
             return self._upscaler
+
+
+def _accepted_only(
+    kwargs: dict[str, Any], accepted: Mapping[str, Any], plan: GenerationPlan, pipeline: Any
+) -> dict[str, Any]:
+    """``kwargs`` without what ``pipeline.__call__`` does not take. A negative prompt the
+    plan kept must be taken: the plan promised it (a pipeline of another class than its
+    family's could lack it), so the job fails rather than silently losing it."""
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return kwargs  # a wrapper that takes anything passes it on
+    if plan.negative_prompt is not None and "negative_prompt" not in accepted:
+        raise JobRejected(
+            f"model {plan.model} ({type(pipeline).__name__}) does not take a negative prompt",
+            tag=("param", "negative_prompt", plan.negative_prompt[:64]),
+        )
+    return {key: value for key, value in kwargs.items() if key in accepted}
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

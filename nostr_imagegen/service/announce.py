@@ -7,7 +7,13 @@ the full shape is in ``imagejob.handler_info``)::
     {"kind": 31990, "tags": [["d", "nostr-imagegen"], ["k", "5100"]],
      "content": {"name": "My DVM", "about": "...",
                  "nip90Params": {"model": {"required": false, "values": ["sdxl-turbo"]},
-                                 "ratio": {"required": false, "values": ["1:1", "4:3"]}, ...}}}
+                                 "ratio": {"required": false, "values": ["1:1", "4:3"]}, ...},
+                 "models": [{"name": "flux-schnell", "family": "flux",
+                             "params": ["model", "ratio", "size", ..., "strength"],
+                             "ignores": ["negative_prompt"], "max_size": "1024x1024"}]}}
+
+``models`` says per model what it takes: its family, the request params it applies, the
+params it accepts and drops (its ``ignore_unsupported``), and the largest square it makes.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ def handler_info_template(
     kwargs: dict[str, Any] = {}
     if ratios:
         kwargs["ratios"] = ratios
+    extra = dict(announcement.extra or {})
+    details = [_model_details(model) for model in offered.models]
+    if any(details):
+        extra.setdefault("models", [entry for entry in details if entry])
     return build_handler_info(
         identifier=announcement.identifier,
         kinds=kinds,
@@ -50,9 +60,29 @@ def handler_info_template(
         picture=announcement.picture,
         models=models,
         loras=loras,
-        extra=announcement.extra,
+        extra=extra,
         **kwargs,
     )
+
+
+def _model_details(model: Any) -> dict[str, Any]:
+    """``{"name", "family", "params", "ignores", "max_size"}`` for an engine's
+    ``OfferedModel``; empty for an offer that does not say (a custom engine)."""
+    params = getattr(model, "params", ())
+    if not params:
+        return {}
+    entry: dict[str, Any] = {
+        "name": model.name,
+        "family": str(getattr(model, "family", "")),
+        "params": list(params),
+    }
+    ignores = list(getattr(model, "ignores", ()))
+    if ignores:
+        entry["ignores"] = ignores  # accepted in a request, then dropped
+    max_size = getattr(model, "max_size", "")
+    if max_size:
+        entry["max_size"] = max_size
+    return entry
 
 
 async def announce_forever(

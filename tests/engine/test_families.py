@@ -241,3 +241,23 @@ def _parameters(cls: Any) -> set[str]:
     import inspect
 
     return set(inspect.signature(cls.__call__).parameters)
+
+
+def test_announcement_lists_each_model(
+    folders: dict[ModelFamily, tuple[Path, Path]],
+) -> None:
+    import json
+
+    from nostr_imagegen.service.announce import handler_info_template
+    from nostr_imagegen.service.options import Announcement
+
+    engine = Engine(_config(folders, flux={"ignore_unsupported": ["negative_prompt"]}))
+    event = handler_info_template(
+        Announcement(identifier="d", name="n", about="a"), engine.offered(), [5100]
+    )
+    models = {entry["name"]: entry for entry in json.loads(event.content)["models"]}
+    assert set(models) == {_name(f) for f in NEW}
+    assert models["tiny-flux"]["family"] == "flux"
+    assert models["tiny-flux"]["ignores"] == ["negative_prompt"]
+    assert "strength" not in models["tiny-flux2"]["params"]
+    assert models["tiny-sd2"]["max_size"] == "1024x1024"

@@ -261,3 +261,36 @@ def test_announcement_lists_each_model(
     assert models["tiny-flux"]["ignores"] == ["negative_prompt"]
     assert "strength" not in models["tiny-flux2"]["params"]
     assert models["tiny-sd2"]["max_size"] == "1024x1024"
+
+
+def test_cli_run_serves_every_family(
+    folders: dict[ModelFamily, tuple[Path, Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_job: MakeJob,
+) -> None:
+    from nostr_imagegen.cli import main
+    from nostr_imagegen.nostr.keys import Keys
+    from nostr_imagegen.testing import write_tiny_config
+
+    config = write_tiny_config(
+        tmp_path / "engine.toml",
+        {_name(f): folder for f, (folder, _) in folders.items()},
+        families={_name(f): f for f in folders},
+        device="cpu",
+        native_size=128,
+    )
+    monkeypatch.setenv("NOSTR_IMAGEGEN_NSEC", Keys.generate().nsec())
+    for family in folders:
+        job = make_job(("model", _name(family)), ("size", "96x64"), ("seed", "2"))
+        request = tmp_path / f"{family.value}.json"
+        request.write_text(job.request.to_json(), encoding="utf-8")
+        out = tmp_path / family.value
+        code = main(["run", "--config", str(config), "--out", str(out), str(request)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        (written,) = out.iterdir()
+        with Image.open(written) as image:
+            assert image.size == (96, 64)
+        assert '"kind":6100' in captured.out.replace(" ", "")

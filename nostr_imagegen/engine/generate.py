@@ -472,6 +472,10 @@ class Engine:
         }
         if plan.negative_prompt is not None:
             kwargs["negative_prompt"] = plan.negative_prompt
+        elif spec.guidance_argument == "true_cfg_scale":
+            # Qwen-Image guides only against a negative prompt; without one the scale does
+            # nothing, and passing it makes the pipeline log a warning for every job.
+            del kwargs["true_cfg_scale"]
         if plan.true_cfg_scale is not None:
             kwargs["true_cfg_scale"] = plan.true_cfg_scale
         size = (plan.dimensions.width, plan.dimensions.height)

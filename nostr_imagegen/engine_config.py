@@ -13,10 +13,12 @@ Read from TOML (``load_engine_config``) or from an already parsed mapping
 
     [models.sdxl-turbo]
     source = "stabilityai/sdxl-turbo"        # hub id, local folder, or one .safetensors/.ckpt
-    family = "sdxl"
+    family = "sdxl"                          # sd15 sd2 sdxl sd3 flux flux2 qwenimage zimage
+                                             # sana chroma (docs/engine.md: what each takes)
     default = true                           # at most one; else the first model is the default
     steps = 4
     guidance_scale = 0.0
+    ignore_unsupported = ["negative_prompt"] # drop what the model cannot apply, not refuse
 
     samplers = ["euler_a", "dpmpp_2m_karras"]   # optional: the samplers requests may name
     default_sampler = "euler_a"              # optional: else the model's own scheduler
@@ -142,6 +144,8 @@ DType = Literal["float16", "fp16", "bfloat16", "bf16", "float32", "fp32"]
 Quantization = Literal["bnb-4bit", "bnb-8bit", "torchao-int8", "gguf"]
 #: Largest ``max_images`` a model may allow in one job.
 MAX_IMAGES_PER_JOB: Final = 16
+#: Request params a model may be configured to ignore when its family cannot apply them.
+IgnorableParam = Literal["negative_prompt", "guidance_scale"]
 
 
 def is_single_file(source: str) -> bool:
@@ -240,6 +244,12 @@ class ModelConfig(_Section):
     #: For ``quantization = "gguf"``: the transformer as one ``.gguf`` file; the other
     #: components come from ``source``.
     gguf_file: Source | None = None
+    #: FLUX.1 only: the "true CFG" scale of a second pass that applies a negative prompt
+    #: (above 1; twice the compute). Without it a FLUX.1 model refuses negative prompts.
+    true_cfg_scale: float | None = Field(default=None, gt=1.0, le=100.0)
+    #: Request params this model cannot apply that are dropped instead of refusing the job
+    #: (``ignore_unsupported = ["negative_prompt"]``); the NIP-89 announcement lists them.
+    ignore_unsupported: tuple[IgnorableParam, ...] = ()
 
     @field_validator("scheduler")
     @classmethod

@@ -173,6 +173,8 @@ PUBLIC: dict[str, dict[str, str]] = {
     "nostr_imagegen.testing": {
         "TINY_NATIVE_SIZE": "nostr_imagegen.testing.pipelines",
         "WIDER_NATIVE_SIZE": "nostr_imagegen.testing.pipelines",
+        "build_tiny_family": "nostr_imagegen.testing.families",
+        "build_tiny_family_lora": "nostr_imagegen.testing.families",
         "build_tiny_lora": "nostr_imagegen.testing.loras",
         "build_tiny_pipeline": "nostr_imagegen.testing.pipelines",
         "save_single_file_checkpoint": "nostr_imagegen.testing.single_file",

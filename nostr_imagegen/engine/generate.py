@@ -51,6 +51,8 @@ from PIL import Image, ImageOps
 from nostr_imagegen.engine import batch, refine
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
 from nostr_imagegen.engine.encode import output_type
+from nostr_imagegen.engine.families import family_spec
+from nostr_imagegen.engine.family_rules import check_model_config, family_decision, model_params
 from nostr_imagegen.engine.memory import check_memory_options
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
 from nostr_imagegen.engine.refine import RefinePlan
@@ -81,10 +83,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEPS: Final = 30
-DEFAULT_GUIDANCE_SCALE: Final = 7.5
-#: FLUX is distilled for low guidance; 7.5 would burn its images.
-_FAMILY_GUIDANCE: Final = {ModelFamily.FLUX: 3.5}
+#: Stable Diffusion 1.5's defaults; each family's own are in ``engine.families``.
+DEFAULT_STEPS: Final = family_spec(ModelFamily.SD15).steps
+DEFAULT_GUIDANCE_SCALE: Final = family_spec(ModelFamily.SD15).guidance_scale
 DEFAULT_STRENGTH: Final = 0.75
 #: Seeds drawn for jobs that give none: 32 bits, like most front ends, so they can be retyped.
 _SEED_BITS: Final = 32
@@ -120,6 +121,12 @@ class GenerationPlan:
     num_images: int = 1
     #: The refine pass after generation (``engine.refine``); None: plain upscaling.
     refine: RefinePlan | None = None
+    #: The negative prompt the pipeline gets (None when the job has none or it is ignored).
+    negative_prompt: str | None = None
+    #: FLUX.1's second guidance pass, when the model's config turns it on.
+    true_cfg_scale: float | None = None
+    #: Params of the job dropped because the model's ``ignore_unsupported`` lists them.
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +190,12 @@ class OfferedModel:
     samplers: tuple[str, ...] = ()
     #: Most images one job may ask for.
     max_images: int = 1
+    #: The request params it takes (``family_rules.model_params``).
+    params: tuple[str, ...] = ()
+    #: Params it drops instead of refusing the job (its ``ignore_unsupported``).
+    ignores: tuple[str, ...] = ()
+    #: Largest square it generates under the limits, ``"WxH"``.
+    max_size: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +241,8 @@ class Engine:
         loader: PipelineLoader | None = None,
         upscaler: Upscaler | None = None,
     ) -> None:
+        for name, model in config.models.items():
+            check_model_config(name, model)
         self._config = config
         self._registry = Registry(config)
         self._device = select_device(device if device is not None else config.device)
@@ -263,21 +278,28 @@ class Engine:
     def offered(self) -> EngineOffer:
         """The models, LoRAs, ratios and limits this engine serves."""
         names = self._registry.model_names()
-        models = tuple(
-            OfferedModel(
-                name,
-                self._config.models[name].family,
-                name == names[0],
-                samplers=offered_samplers(self._config.models[name]),
-                max_images=self._config.models[name].max_images,
-            )
-            for name in names
-        )
+        models = tuple(self._offered_model(name, name == names[0]) for name in names)
         loras = tuple(
             OfferedLora(name, lora.family, lora.weight) for name, lora in self._config.loras.items()
         )
         return EngineOffer(
             models=models, loras=loras, ratios=tuple(Ratio), limits=self._config.limits
+        )
+
+    def _offered_model(self, name: str, default: bool) -> OfferedModel:
+        model = self._config.models[name]
+        limits = self._config.limits
+        multiple = model.family.multiple
+        side = min(limits.max_side, math.isqrt(limits.max_pixels)) // multiple * multiple
+        return OfferedModel(
+            name,
+            model.family,
+            default,
+            params=model_params(model, loras=bool(self._registry.lora_names(model.family))),
+            ignores=tuple(model.ignore_unsupported),
+            max_size=f"{side}x{side}",
+            samplers=offered_samplers(model),
+            max_images=model.max_images,
         )
 
     def warm(self, model_name: str | None = None) -> None:
@@ -321,8 +343,9 @@ class Engine:
         )
         sampler = choose_sampler(job, name, model)
         num_images = batch.images_asked(job, name, model)
-        steps = self._steps(job, model.steps, limits)
+        steps = self._steps(job, model.steps, model.family, limits)
         guidance = self._guidance(job, model.guidance_scale, model.family, limits)
+        family = family_decision(name, model, job, guidance_scale=guidance, img2img=img2img)
         strength: float | None = None
         if img2img:
             strength = job.strength if job.strength is not None else model.strength
@@ -355,6 +378,9 @@ class Engine:
             sampler=sampler,
             num_images=num_images,
             refine=refine.refine_plan(model.refine, dimensions, steps),
+            negative_prompt=family.negative_prompt,
+            true_cfg_scale=family.true_cfg_scale,
+            ignored=family.ignored,
         )
 
     def generate(
@@ -377,9 +403,13 @@ class Engine:
     # ----- internals -------------------------------------------------------------------
 
     @staticmethod
-    def _steps(job: ImageJob, default: int | None, limits: EngineLimits) -> int:
+    def _steps(
+        job: ImageJob, default: int | None, family: ModelFamily, limits: EngineLimits
+    ) -> int:
         if job.steps is None:
-            return default if default is not None else min(DEFAULT_STEPS, limits.max_steps)
+            if default is not None:
+                return default
+            return min(family_spec(family).steps, limits.max_steps)
         if not 1 <= job.steps <= limits.max_steps:
             raise JobRejected(
                 f"{job.steps} steps are not served here; use 1 to {limits.max_steps}",
@@ -394,9 +424,7 @@ class Engine:
         if job.guidance_scale is None:
             if default is not None:
                 return default
-            return min(
-                _FAMILY_GUIDANCE.get(family, DEFAULT_GUIDANCE_SCALE), limits.max_guidance_scale
-            )
+            return min(family_spec(family).guidance_scale, limits.max_guidance_scale)
         value = float(job.guidance_scale)
         if not (math.isfinite(value) and 0.0 <= value <= limits.max_guidance_scale):
             raise JobRejected(
@@ -455,7 +483,7 @@ class Engine:
             guidance_scale=plan.guidance_scale,
             strength=plan.strength,
             prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
+            negative_prompt=plan.negative_prompt,
             elapsed=elapsed,
             seeds=seeds,
             sampler=plan.sampler,
@@ -493,29 +521,32 @@ class Engine:
                 first_pass[0] = total
             return tensors
 
+        spec = family_spec(plan.family)
         kwargs: dict[str, Any] = {
             "prompt": job.prompt,
             "num_inference_steps": plan.steps,
-            "guidance_scale": plan.guidance_scale,
+            spec.guidance_argument: plan.guidance_scale,
             "generator": generator,
             "num_images_per_prompt": plan.num_images,
             "output_type": "pil",
             "callback_on_step_end": on_step_end,
+            # Sizes are decided once, by job_dimensions; Sana would re-bin them.
+            "use_resolution_binning": False,
         }
-        if job.negative_prompt:
-            if "negative_prompt" not in accepted:
-                raise JobRejected(
-                    f"model {plan.model!r} does not take a negative prompt",
-                    tag=("param", "negative_prompt", job.negative_prompt[:64]),
-                )
-            kwargs["negative_prompt"] = job.negative_prompt
+        if plan.negative_prompt is not None:
+            kwargs["negative_prompt"] = plan.negative_prompt
+        elif spec.guidance_argument == "true_cfg_scale":
+            # Qwen-Image guides only against a negative prompt; without one the scale does
+            # nothing, and passing it makes the pipeline log a warning for every job.
+            del kwargs["true_cfg_scale"]
+        if plan.true_cfg_scale is not None:
+            kwargs["true_cfg_scale"] = plan.true_cfg_scale
         size = (plan.dimensions.width, plan.dimensions.height)
         if init_image is not None:
             kwargs["image"] = _prepare_init_image(init_image, size)
             kwargs["strength"] = plan.strength
-        else:
-            kwargs["width"], kwargs["height"] = size
-        return kwargs
+        kwargs["width"], kwargs["height"] = size
+        return _accepted_only(kwargs, accepted, plan, pipeline)
 
     def _generate(
         self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
@@ -630,6 +661,22 @@ def _refine_tag(job: ImageJob) -> tuple[str, ...]:
     if job.size is not None:
         return ("param", "size", f"{job.size[0]}x{job.size[1]}")
     return ("param", "upscale")  # the operator's default_factor
+
+
+def _accepted_only(
+    kwargs: dict[str, Any], accepted: Mapping[str, Any], plan: GenerationPlan, pipeline: Any
+) -> dict[str, Any]:
+    """``kwargs`` without what ``pipeline.__call__`` does not take. A negative prompt the
+    plan kept must be taken: the plan promised it (a pipeline of another class than its
+    family's could lack it), so the job fails rather than silently losing it."""
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return kwargs  # a wrapper that takes anything passes it on
+    if plan.negative_prompt is not None and "negative_prompt" not in accepted:
+        raise JobRejected(
+            f"model {plan.model} ({type(pipeline).__name__}) does not take a negative prompt",
+            tag=("param", "negative_prompt", plan.negative_prompt[:64]),
+        )
+    return {key: value for key, value in kwargs.items() if key in accepted}
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

@@ -6,8 +6,9 @@
     model.img2img()(prompt=..., image=...)   # derived with from_pipe: the same weights
     cache.ensure_loras(model, ["pixel-art"]) # named adapters, loaded once per pipeline
 
-Sources: a folder or hub id goes through ``AutoPipelineForText2Image.from_pretrained``; a
-``.safetensors``/``.ckpt`` file through the family's ``from_single_file`` (with
+Sources: a folder or hub id goes through the family's text-to-image class
+(``engine.families``) ``from_pretrained``; a ``.safetensors``/``.ckpt`` file through its
+``from_single_file`` (with
 ``single_file_config`` as the folder of component configs, so no network is needed).
 
 Bounds: at most ``cache.max_models`` pipelines, and optionally ``cache.max_memory_mb`` of
@@ -43,14 +44,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import torch
 
+from nostr_imagegen.engine.families import family_spec, pipeline_class
 from nostr_imagegen.engine.memory import load_options, model_dtype, place_and_tune
 from nostr_imagegen.engine_config import EngineConfig, LoraConfig, ModelConfig
 from nostr_imagegen.errors import ConfigError, EngineError
-from nostr_imagegen.imagejob.dimensions import ModelFamily
 
 __all__ = ["LoadedModel", "PipelineCache", "PipelineLoader", "estimate_bytes", "load_pipeline"]
 
@@ -60,15 +61,6 @@ logger = logging.getLogger(__name__)
 #: may replace (the default is ``load_pipeline``).
 PipelineLoader = Callable[[ModelConfig, str, torch.dtype], Any]
 
-#: Pipeline class for single-file checkpoints of each family.
-_SINGLE_FILE_CLASSES: Final = {
-    ModelFamily.SD15: "StableDiffusionPipeline",
-    ModelFamily.SD2: "StableDiffusionPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLPipeline",
-    ModelFamily.SD3: "StableDiffusion3Pipeline",
-    ModelFamily.FLUX: "FluxPipeline",
-}
-
 
 def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     """Load ``model`` with the real diffusers loaders, move it to ``device``, quiet its
@@ -76,15 +68,17 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     diffusers: Any = importlib.import_module("diffusers")
 
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **load_options(model, dtype)}
+    # The family's own class, not AutoPipelineForText2Image: the families table decides
+    # what each family is (the auto mapping lacks some and maps others to other tasks).
+    text2img = pipeline_class(family_spec(model.family).text2img)
     if model.single_file:
-        pipeline_class = getattr(diffusers, _SINGLE_FILE_CLASSES[model.family])
         if model.single_file_config is not None:
             kwargs["config"] = model.single_file_config
-        pipeline = pipeline_class.from_single_file(model.source, **kwargs)
+        pipeline = text2img.from_single_file(model.source, **kwargs)
     else:
         if model.variant is not None:
             kwargs["variant"] = model.variant
-        pipeline = diffusers.AutoPipelineForText2Image.from_pretrained(model.source, **kwargs)
+        pipeline = text2img.from_pretrained(model.source, **kwargs)
     if model.scheduler is not None:
         scheduler_class = getattr(diffusers, model.scheduler)
         pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
@@ -169,9 +163,11 @@ class LoadedModel:
         """The image-to-image pipeline over the same modules (``from_pipe``: no copy)."""
         with self._lock:
             if self._img2img is None:
-                diffusers: Any = importlib.import_module("diffusers")
+                class_name = family_spec(self.config.family).img2img
+                if class_name is None:
+                    raise EngineError(f"model {self.name!r} cannot alter images")
                 try:
-                    pipeline = diffusers.AutoPipelineForImage2Image.from_pipe(self.text2img)
+                    pipeline = pipeline_class(class_name).from_pipe(self.text2img)
                 except (ValueError, TypeError) as exc:
                     raise EngineError(f"model {self.name!r} cannot alter images: {exc}") from exc
                 pipeline.set_progress_bar_config(disable=True)

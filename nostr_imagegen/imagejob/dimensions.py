@@ -13,7 +13,7 @@ that cannot make the requested size should not serve the job.
 
 With the default limits, the native budgets give (width x height)::
 
-    ratio   sd15 (512)  sd2 (768)   sdxl / sd3 / flux (1024)
+    ratio   sd15 (512)  sd2 (768)   sdxl / sd3 / flux / ... (1024)
     1:1     512x512     768x768     1024x1024
     4:3     576x448     896x640     1152x896 (sd3, flux: 1184x880)
     ...     see docs/job-requests.md for the full table
@@ -45,6 +45,11 @@ class ModelFamily(StrEnum):
     SDXL = "sdxl"
     SD3 = "sd3"
     FLUX = "flux"
+    FLUX2 = "flux2"
+    QWENIMAGE = "qwenimage"
+    ZIMAGE = "zimage"
+    SANA = "sana"
+    CHROMA = "chroma"
 
     @property
     def native_size(self) -> int:
@@ -58,8 +63,10 @@ class ModelFamily(StrEnum):
         64 for the UNet families (SD 1.5, SD 2, SDXL): the VAE divides by 8 and the UNet halves
         the latent up to three times, so sides that are multiples of 64 never need padding or
         cropping between blocks (SDXL's own training buckets are multiples of 64).
-        16 for the transformer families (SD 3, FLUX): the VAE divides by 8 and the transformer
-        packs 2x2 latent patches, so 16 is the step their pipelines require.
+        16 for the transformer families (SD 3, FLUX.1, FLUX.2, Qwen-Image, Z-Image, Chroma):
+        the VAE divides by 8 and the transformer packs 2x2 latent patches, so 16 is the step
+        their pipelines require. 32 for Sana: its AutoencoderDC divides by 32 and the
+        transformer takes 1x1 patches.
         """
         return _MULTIPLE[self]
 
@@ -70,6 +77,13 @@ _NATIVE_SIZE = {
     ModelFamily.SDXL: 1024,
     ModelFamily.SD3: 1024,
     ModelFamily.FLUX: 1024,
+    ModelFamily.FLUX2: 1024,
+    # Qwen-Image was trained up to 1328x1328; 1024 keeps its default job within an engine's
+    # default pixel limit (a model's native_size in the config may say 1328).
+    ModelFamily.QWENIMAGE: 1024,
+    ModelFamily.ZIMAGE: 1024,
+    ModelFamily.SANA: 1024,
+    ModelFamily.CHROMA: 1024,
 }
 _MULTIPLE = {
     ModelFamily.SD15: 64,
@@ -77,6 +91,11 @@ _MULTIPLE = {
     ModelFamily.SDXL: 64,
     ModelFamily.SD3: 16,
     ModelFamily.FLUX: 16,
+    ModelFamily.FLUX2: 16,
+    ModelFamily.QWENIMAGE: 16,
+    ModelFamily.ZIMAGE: 16,
+    ModelFamily.SANA: 32,
+    ModelFamily.CHROMA: 16,
 }
 
 

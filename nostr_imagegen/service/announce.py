@@ -9,11 +9,16 @@ the full shape is in ``imagejob.handler_info``)::
                  "nip90Params": {"model": {"required": false, "values": ["sdxl-turbo"]},
                                  "ratio": {"required": false, "values": ["1:1", "4:3"]},
                                  "sampler": {"required": false, "values": ["euler_a", ...]},
-                                 "num_images": {"required": false, "values": ["1", "2"]}},
-                 "modelLimits": {"sdxl-turbo": {"samplers": ["euler_a"], "max_images": 2}}}}
+                                 "num_images": {"required": false, "values": ["1", "2"]}, ...},
+                 "modelLimits": {"sdxl-turbo": {"samplers": ["euler_a"], "max_images": 2}},
+                 "models": [{"name": "flux-schnell", "family": "flux",
+                             "params": ["model", "ratio", "size", ..., "strength"],
+                             "ignores": ["negative_prompt"], "max_size": "1024x1024"}]}}
 
 ``sampler`` and ``num_images`` list what at least one model takes; ``modelLimits`` says per
-model which samplers it takes and how many images one job may ask of it.
+model which samplers it takes and how many images one job may ask of it. ``models`` says per
+model what it takes: its family, the request params it applies, the params it accepts and
+drops (its ``ignore_unsupported``), and the largest square it makes.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ def handler_info_template(
         extra["modelLimits"] = limits
     if params:
         kwargs["params"] = params
+    details = [_model_details(model) for model in offered.models]
+    if any(details):
+        extra.setdefault("models", [entry for entry in details if entry])
     return build_handler_info(
         identifier=announcement.identifier,
         kinds=kinds,
@@ -88,6 +96,26 @@ def _sampler_and_image_params(
     if samplers:
         params["sampler"] = samplers
     return params, per_model
+
+
+def _model_details(model: Any) -> dict[str, Any]:
+    """``{"name", "family", "params", "ignores", "max_size"}`` for an engine's
+    ``OfferedModel``; empty for an offer that does not say (a custom engine)."""
+    params = getattr(model, "params", ())
+    if not params:
+        return {}
+    entry: dict[str, Any] = {
+        "name": model.name,
+        "family": str(getattr(model, "family", "")),
+        "params": list(params),
+    }
+    ignores = list(getattr(model, "ignores", ()))
+    if ignores:
+        entry["ignores"] = ignores  # accepted in a request, then dropped
+    max_size = getattr(model, "max_size", "")
+    if max_size:
+        entry["max_size"] = max_size
+    return entry
 
 
 async def announce_forever(

@@ -116,7 +116,13 @@ def _text_encoder(hidden: int, *, projection: bool) -> Any:
 
 
 def _unet(
-    widths: Sequence[int], *, layers: int, cross_attention_dim: int, sdxl: bool, text_dim: int
+    widths: Sequence[int],
+    *,
+    layers: int,
+    cross_attention_dim: int,
+    sdxl: bool,
+    text_dim: int,
+    linear_projection: bool = False,
 ) -> Any:
     UNet2DConditionModel = _diffusers().UNet2DConditionModel
 
@@ -124,7 +130,7 @@ def _unet(
     # The SD layout: cross-attention on every level but the deepest.
     down = tuple("CrossAttnDownBlock2D" if i < levels - 1 else "DownBlock2D" for i in range(levels))
     up = tuple("UpBlock2D" if i == 0 else "CrossAttnUpBlock2D" for i in range(levels))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"use_linear_projection": True} if linear_projection else {}
     if sdxl:
         extra = {
             "addition_embed_type": "text_time",
@@ -164,7 +170,7 @@ def _vae(widths: Sequence[int]) -> Any:
     )
 
 
-def _scheduler() -> Any:
+def _scheduler(prediction_type: str = "epsilon") -> Any:
     EulerDiscreteScheduler = _diffusers().EulerDiscreteScheduler
 
     # Stable Diffusion's training noise schedule.
@@ -174,6 +180,7 @@ def _scheduler() -> Any:
         beta_schedule="scaled_linear",
         steps_offset=1,
         timestep_spacing="leading",
+        prediction_type=prediction_type,
     )
 
 
@@ -185,7 +192,8 @@ def build_tiny_pipeline(
     widths: Sequence[int] | None = None,
     wider: bool = False,
 ) -> Path:
-    """Build a random-weight pipeline of ``family`` (SD 1.5 or SDXL) and save it into ``folder``.
+    """Build a random-weight pipeline of ``family`` (SD 1.5, SD 2 or SDXL) and save it into
+    ``folder``. SD 2 is the SD 1.5 layout with SD 2's v-prediction and linear projections.
 
     ``widths`` are the UNet's ``block_out_channels`` (default (32, 64), or (16, 32, 64, 64)
     with ``wider``); ``wider`` also gives two layers per block and a text encoder of width 64:
@@ -197,8 +205,11 @@ def build_tiny_pipeline(
     """
     diffusers = _diffusers()
 
-    if family not in (ModelFamily.SD15, ModelFamily.SDXL):
-        raise ValueError(f"tiny pipelines exist for sd15 and sdxl, not {family.value}")
+    if family not in (ModelFamily.SD15, ModelFamily.SD2, ModelFamily.SDXL):
+        raise ValueError(
+            f"build_tiny_pipeline builds sd15, sd2 and sdxl, not {family.value}; "
+            "build_tiny_family builds every family"
+        )
     unet_widths = (
         tuple(widths) if widths is not None else (_WIDER_WIDTHS if wider else _TINY_WIDTHS)
     )
@@ -208,6 +219,7 @@ def build_tiny_pipeline(
     vae_widths = (8, 16, 16, 16) if wider else (8, 8, 16, 16)
     layers = 2 if wider else 1
     sdxl = family is ModelFamily.SDXL
+    sd2 = family is ModelFamily.SD2
     folder = Path(folder)
 
     with seeded(seed):
@@ -231,18 +243,20 @@ def build_tiny_pipeline(
                 scheduler=_scheduler(),
             )
         else:
+            unet = _unet(
+                unet_widths,
+                layers=layers,
+                cross_attention_dim=text_hidden,
+                sdxl=False,
+                text_dim=text_hidden,
+                linear_projection=sd2,
+            )
             pipeline = diffusers.StableDiffusionPipeline(
                 vae=_vae(vae_widths),
                 text_encoder=text_encoder,
                 tokenizer=tokenizer,
-                unet=_unet(
-                    unet_widths,
-                    layers=layers,
-                    cross_attention_dim=text_hidden,
-                    sdxl=False,
-                    text_dim=text_hidden,
-                ),
-                scheduler=_scheduler(),
+                unet=unet,
+                scheduler=_scheduler("v_prediction" if sd2 else "epsilon"),
                 safety_checker=None,
                 feature_extractor=None,
                 requires_safety_checker=False,

@@ -28,6 +28,11 @@ def test_family_native_sizes_and_steps() -> None:
         "sdxl": (1024, 64),
         "sd3": (1024, 16),
         "flux": (1024, 16),
+        "flux2": (1024, 16),
+        "qwenimage": (1024, 16),
+        "zimage": (1024, 16),
+        "sana": (1024, 32),
+        "chroma": (1024, 16),
     }
 
 

@@ -16,6 +16,7 @@ none of them escapes the public API.
     ├── JobSkipped               a job request that is not for us: ignored silently
     │   ├── NotForThisProvider   addressed (`p` tag) to another service provider
     │   └── UnsupportedKind      not a request kind this provider accepts
+    ├── ZapReceiptInvalid        a NIP-57 zap receipt does not prove the payment asked for
     ├── ConfigError              an operator configuration file is invalid
     ├── EngineError              image generation failed (out of memory, pipeline error)
     │   └── JobCancelled         the job was cancelled between two steps
@@ -23,10 +24,13 @@ none of them escapes the public API.
         ├── FetchError           an input image was refused or could not be fetched
         ├── UploadError          no image host accepted the result
         ├── RelayError           a relay connection or publish failed
-        └── LedgerError          the job ledger cannot be read or written
+        ├── LedgerError          the job ledger cannot be read or written
+        └── PaymentError         a payment backend failed (LNURL, wallet, mint)
+            └── PaymentRefused   the customer's payment is not accepted (spent, short, foreign)
 
 ``JobRejected`` carries the offending wire tag (``.tag``) and a reason written for the
-customer; its ``str()`` is what goes into the `error` feedback event.
+customer; its ``str()`` is what goes into the `error` feedback event. ``ZapReceiptInvalid``
+and ``PaymentRefused`` carry ``.reason``, written for the customer too.
 """
 
 from __future__ import annotations
@@ -50,10 +54,13 @@ __all__ = [
     "MessageError",
     "NostrImagegenError",
     "NotForThisProvider",
+    "PaymentError",
+    "PaymentRefused",
     "RelayError",
     "ServiceError",
     "UnsupportedKind",
     "UploadError",
+    "ZapReceiptInvalid",
 ]
 
 
@@ -130,6 +137,15 @@ class UnsupportedKind(JobSkipped):
         )
 
 
+class ZapReceiptInvalid(NostrImagegenError):
+    """A kind 9735 zap receipt that does not prove the payment asked for; ``reason`` says why
+    (wrong signer, amount, description hash, event, payer, or a malformed bolt11)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class ConfigError(NostrImagegenError):
     """An operator configuration file is missing, unreadable or invalid."""
 
@@ -160,3 +176,17 @@ class RelayError(ServiceError):
 
 class LedgerError(ServiceError):
     """The job ledger could not be read or written."""
+
+
+class PaymentError(ServiceError):
+    """A payment backend (LNURL server, Lightning wallet, Cashu mint) failed or answered
+    something unusable."""
+
+
+class PaymentRefused(PaymentError):
+    """The customer's payment is not accepted: a spent, short, malformed or foreign-mint Cashu
+    token, for one. ``reason`` is written for the customer (it goes into `error` feedback)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -24,7 +24,9 @@ least the price. A receipt proves only that the LNURL server says the invoice wa
 Appendix E); the operator trusts their LNURL server. Replays (one receipt presented twice) are
 the caller's to refuse: the receipt id and the bolt11 identify a payment.
 
-Nothing here does I/O: the ``bolt11`` package decodes bech32 and checks an ECDSA signature.
+Nothing here does I/O: the ``bolt11`` package (in the ``service`` extra) decodes bech32 and
+checks an ECDSA signature. It is imported when an invoice is decoded, so building zap requests
+needs only the core.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import bolt11 as bolt11_lib
 
 from nostr_imagegen.errors import EventError, ZapReceiptInvalid
 from nostr_imagegen.nostr.event import Event, UnsignedEvent, parse_event, verify_event
@@ -86,6 +86,13 @@ def decode_bolt11(invoice: str) -> DecodedInvoice:
         raise ZapReceiptInvalid("the bolt11 invoice is empty")
     if len(invoice) > MAX_BOLT11_CHARS:
         raise ZapReceiptInvalid(f"the bolt11 invoice is longer than {MAX_BOLT11_CHARS} characters")
+    try:
+        import bolt11 as bolt11_lib
+    except ImportError as exc:  # the core installs without the service extra
+        raise ImportError(
+            "decoding bolt11 invoices needs the bolt11 package "
+            "(pip install 'nostr-imagegen[service]')"
+        ) from exc
     try:
         decoded = bolt11_lib.decode(invoice)
     except Exception as exc:

@@ -45,7 +45,12 @@ def make_invoice(amount_msats: int | None, description: str, *, node_key: str = 
 
 
 def zap_request(
-    payer: Keys, *, recipient: str, event_id: str, amount_msats: int, relays: list[str] | None = None
+    payer: Keys,
+    *,
+    recipient: str,
+    event_id: str,
+    amount_msats: int,
+    relays: list[str] | None = None,
 ) -> Event:
     """A signed kind 9734 zap request."""
     template = build_zap_request(

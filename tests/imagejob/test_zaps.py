@@ -88,7 +88,9 @@ def test_valid_receipt_accepted(server: Keys, customer: Keys, dvm: Keys) -> None
     )
 
 
-def test_overpaying_zap_accepted_for_its_full_amount(server: Keys, customer: Keys, dvm: Keys) -> None:
+def test_overpaying_zap_accepted_for_its_full_amount(
+    server: Keys, customer: Keys, dvm: Keys
+) -> None:
     receipt = zap_receipt(server, _request(customer, dvm, amount_msats=50_000))
     assert _validate(receipt, server, customer).amount_msats == 50_000
 
@@ -244,7 +246,10 @@ def test_amountless_or_plain_description_invoice_refused(
     tags.add(TagChar.payment_hash, "11" * 32)
     tags.add(TagChar.payment_secret, "22" * 32)
     tags.add(TagChar.description, "a coffee")
-    plain = encode(Bolt11(currency="bc", date=1_700_000_000, tags=tags, amount_msat=MilliSatoshi(PRICE)), NODE_KEY)
+    plain = encode(
+        Bolt11(currency="bc", date=1_700_000_000, tags=tags, amount_msat=MilliSatoshi(PRICE)),
+        NODE_KEY,
+    )
     receipt = sign_event(build_zap_receipt(request, bolt11=plain), server)
     _refused(receipt, server, customer, "has no description hash")
 

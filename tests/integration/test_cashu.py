@@ -92,7 +92,7 @@ def mint_tokens(mint_url: str, tmp_path: Path) -> Callable[..., list[str]]:
                 mint_url,
                 str(tmp_path / "customer"),
                 *map(str, amounts),
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             timeout=120,

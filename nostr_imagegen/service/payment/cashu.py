@@ -29,6 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nostr_imagegen.errors import ConfigError, PaymentError, PaymentRefused
 from nostr_imagegen.nostr.urls import HTTP_SCHEMES, url_problem
@@ -130,7 +131,7 @@ class CashuRedeemer:
         )
         return redemption
 
-    async def _run(self, payload: bytes) -> dict[str, object]:
+    async def _run(self, payload: bytes) -> dict[str, Any]:
         try:
             child = await asyncio.create_subprocess_exec(
                 self._python,

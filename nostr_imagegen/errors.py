@@ -16,6 +16,7 @@ none of them escapes the public API.
     ├── JobSkipped               a job request that is not for us: ignored silently
     │   ├── NotForThisProvider   addressed (`p` tag) to another service provider
     │   └── UnsupportedKind      not a request kind this provider accepts
+    ├── ZapReceiptInvalid        a NIP-57 zap receipt does not prove the payment asked for
     ├── ConfigError              an operator configuration file is invalid
     ├── EngineError              image generation failed (out of memory, pipeline error)
     │   └── JobCancelled         the job was cancelled between two steps
@@ -24,11 +25,12 @@ none of them escapes the public API.
         ├── UploadError          no image host accepted the result
         ├── RelayError           a relay connection or publish failed
         ├── LedgerError          the job ledger cannot be read or written
-        ├── PaymentError         a payment backend failed (unreachable wallet, bad invoice)
-        └── PaymentRefused       a payment offered for a job is not good (short, spent, foreign)
+        └── PaymentError         a payment backend failed (LNURL, wallet, mint)
+            └── PaymentRefused   the customer's payment is not accepted (spent, short, foreign)
 
 ``JobRejected`` carries the offending wire tag (``.tag``) and a reason written for the
-customer; its ``str()`` is what goes into the `error` feedback event.
+customer; its ``str()`` is what goes into the `error` feedback event. ``ZapReceiptInvalid``
+and ``PaymentRefused`` carry ``.reason``, written for the customer too.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "ServiceError",
     "UnsupportedKind",
     "UploadError",
+    "ZapReceiptInvalid",
 ]
 
 
@@ -134,6 +137,15 @@ class UnsupportedKind(JobSkipped):
         )
 
 
+class ZapReceiptInvalid(NostrImagegenError):
+    """A kind 9735 zap receipt that does not prove the payment asked for; ``reason`` says why
+    (wrong signer, amount, description hash, event, payer, or a malformed bolt11)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class ConfigError(NostrImagegenError):
     """An operator configuration file is missing, unreadable or invalid."""
 
@@ -167,13 +179,13 @@ class LedgerError(ServiceError):
 
 
 class PaymentError(ServiceError):
-    """A payment backend failed: the wallet is unreachable, refused a request, or answered
-    with something that is not a usable invoice. The message never holds a key."""
+    """A payment backend (LNURL server, Lightning wallet, Cashu mint) failed or answered
+    something unusable."""
 
 
-class PaymentRefused(ServiceError):
-    """A payment offered for a job is not acceptable (too small, already spent, from a mint
-    or wallet the operator does not accept); ``reason`` is written for the customer."""
+class PaymentRefused(PaymentError):
+    """The customer's payment is not accepted: a spent, short, malformed or foreign-mint Cashu
+    token, for one. ``reason`` is written for the customer (it goes into `error` feedback)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

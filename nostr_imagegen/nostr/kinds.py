@@ -8,6 +8,8 @@ The kinds this library reads or writes::
     RESULT_KINDS           6000..6999   NIP-90 job results (request kind + 1000)
     IMAGE_RESULT_KIND      6100
     FEEDBACK_KIND          7000     NIP-90 job feedback
+    ZAP_REQUEST_KIND       9734     NIP-57 zap request (signed by the payer, not published)
+    ZAP_RECEIPT_KIND       9735     NIP-57 zap receipt (signed by the LNURL server)
     AUTH_KIND              22242    NIP-42 client authentication
     BLOSSOM_AUTH_KIND      24242    Blossom (BUD-11) upload authorization
     NIP98_AUTH_KIND        27235    NIP-98 HTTP authorization
@@ -39,6 +41,8 @@ __all__ = [
     "REQUEST_KINDS",
     "RESULT_KINDS",
     "RESULT_KIND_OFFSET",
+    "ZAP_RECEIPT_KIND",
+    "ZAP_REQUEST_KIND",
     "Kind",
     "Timestamp",
     "is_request_kind",
@@ -55,6 +59,8 @@ RESULT_KINDS = range(6000, 7000)
 RESULT_KIND_OFFSET = 1000
 IMAGE_RESULT_KIND = IMAGE_GENERATION_KIND + RESULT_KIND_OFFSET
 FEEDBACK_KIND = 7000
+ZAP_REQUEST_KIND = 9734
+ZAP_RECEIPT_KIND = 9735
 AUTH_KIND = 22242
 BLOSSOM_AUTH_KIND = 24242
 NIP98_AUTH_KIND = 27235

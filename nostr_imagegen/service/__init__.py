@@ -26,7 +26,9 @@ from nostr_imagegen.errors import (
     RelayError,
     ServiceError,
     UploadError,
+    ZapReceiptInvalid,
 )
+from nostr_imagegen.imagejob.zaps import ZapPayment, build_zap_request
 from nostr_imagegen.nostr.messages import (
     RelayAuth,
     RelayClosed,
@@ -68,10 +70,12 @@ from nostr_imagegen.service.logging_json import JsonFormatter
 from nostr_imagegen.service.metrics import MetricsConfig, OpsServer, ServiceMetrics
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
 from nostr_imagegen.service.payment.backend import Invoice, InvoiceBackend, decode_invoice
+from nostr_imagegen.service.payment.cashu import CashuRedeemer, CashuRedemption
 from nostr_imagegen.service.payment.flow import PaymentSettings
 from nostr_imagegen.service.payment.lnbits import LnbitsBackend, LnbitsPayer
 from nostr_imagegen.service.payment.nwc import NwcBackend, NwcPayer
 from nostr_imagegen.service.payment.pricing import ConfigPricing
+from nostr_imagegen.service.payment.zaps import ZapWatcher, fetch_lnurl_pubkey
 from nostr_imagegen.service.policy import (
     PolicyConfig,
     PromptPolicy,
@@ -107,6 +111,8 @@ __all__ = [
     "AuthChallenge",
     "AuthResult",
     "BlossomHost",
+    "CashuRedeemer",
+    "CashuRedemption",
     "ChainResolver",
     "ClientPoolLike",
     "ConfigPricing",
@@ -176,7 +182,11 @@ __all__ = [
     "UploadError",
     "UploadedImage",
     "WordListPolicy",
+    "ZapPayment",
+    "ZapReceiptInvalid",
+    "ZapWatcher",
     "build_request",
+    "build_zap_request",
     "decode_invoice",
     "decode_relay_message",
     "encode_auth",
@@ -184,6 +194,7 @@ __all__ = [
     "encode_event",
     "encode_req",
     "fetch_image",
+    "fetch_lnurl_pubkey",
     "load_engine_part",
     "load_keys",
     "load_service_config",

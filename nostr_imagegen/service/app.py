@@ -141,7 +141,13 @@ async def serve(
         )
         async with (
             pool,
-            payment_pieces(config, pool=pool, ledger=ledger, plan=engine.plan) as payment,
+            payment_pieces(
+                config,
+                pool=pool,
+                ledger=ledger,
+                plan=engine.plan,
+                provider_pubkey=keys.public_key,
+            ) as payment,
         ):
             _add_operations(config, pool, runner_kwargs)
             metrics = runner_kwargs.pop("_metrics", None)

@@ -395,8 +395,10 @@ def _payment_paths(payment: PaymentConfig, base: Path) -> PaymentConfig:
             update={"uri_file": _relative(payment.nwc.uri_file, base)}
         )
     if payment.cashu is not None:
-        update["cashu"] = payment.cashu.model_copy(
-            update={"wallet_dir": _relative(payment.cashu.wallet_dir, base)}
+        cashu = payment.cashu
+        python = None if cashu.python is None else _relative(cashu.python, base)
+        update["cashu"] = cashu.model_copy(
+            update={"wallet_dir": _relative(cashu.wallet_dir, base), "python": python}
         )
     return payment.model_copy(update=update) if update else payment
 

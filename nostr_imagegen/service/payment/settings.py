@@ -148,6 +148,9 @@ class CashuSettings(_Section):
 
     mints: tuple[str, ...] = Field(min_length=1, max_length=32)
     wallet_dir: Path = Path("cashu-wallet")
+    #: The Python of the environment holding the ``cashu`` wallet (the redeemer's bridge runs
+    #: there); None: ``NOSTR_IMAGEGEN_CASHU_PYTHON`` from the environment.
+    python: Path | None = None
 
     @field_validator("mints")
     @classmethod

@@ -11,7 +11,6 @@ them); nothing here logs them.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -71,6 +70,7 @@ async def payment_pieces(
     pool: RelayPoolLike,
     ledger: Ledger,
     plan: Callable[[ImageJob], Any],
+    provider_pubkey: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """The runner's payment keyword arguments (empty for a free DVM); closes the backend."""
     if config.pricing.free:
@@ -90,22 +90,34 @@ async def payment_pieces(
     backend = _invoice_backend(config, pool)
     if backend is not None:
         kwargs["invoices"] = backend
+    stack = contextlib.AsyncExitStack()
     if payment.zaps is not None:
-        # NIP-57 pieces (service.payment.zaps), built in their own module.
-        zaps = importlib.import_module("nostr_imagegen.service.payment.zaps")
-        lnurl_pubkey = await zaps.fetch_lnurl_pubkey(payment.zaps.lud16)
-        kwargs["zaps"] = zaps.ZapWatcher(
-            pool,
+        from nostr_imagegen.service.payment.zaps import ZapWatcher, fetch_lnurl_pubkey
+        from nostr_imagegen.service.relay import RelayPool
+
+        lnurl_pubkey = await fetch_lnurl_pubkey(payment.zaps.lud16)
+        # Connections of its own: a watcher reads its pool's events(), which on the runner's
+        # pool would take job requests away from the runner.
+        zap_pool = await stack.enter_async_context(RelayPool(config.service.relays))
+        kwargs["zaps"] = ZapWatcher(
+            zap_pool,
             lnurl_pubkey=lnurl_pubkey,
             seen=lambda receipt_id: ledger.proof_used(f"zap:{receipt_id}"),
+            # Hosted LNURL servers sign every user's receipts with one key: only the zap
+            # request's `p` shows that this DVM was the one paid.
+            recipient_pubkey=provider_pubkey,
         )
     if payment.cashu is not None:
-        cashu = importlib.import_module("nostr_imagegen.service.payment.cashu")
-        kwargs["cashu"] = cashu.CashuRedeemer(
-            payment.cashu.mints, wallet_dir=payment.cashu.wallet_dir
+        from nostr_imagegen.service.payment.cashu import CashuRedeemer
+
+        kwargs["cashu"] = CashuRedeemer(
+            payment.cashu.mints, wallet_dir=payment.cashu.wallet_dir, python=payment.cashu.python
         )
     try:
         yield kwargs
     finally:
+        if "zaps" in kwargs:
+            await kwargs["zaps"].close()
+        await stack.aclose()
         if backend is not None:
             await backend.aclose()

@@ -78,16 +78,14 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
         # A transformer-only checkpoint (Z-Image): the file is the denoiser, every other
         # component is the config folder's (the configuration requires the folder).
         assert model.single_file_config is not None
-        transformer_class = getattr(diffusers, spec.single_file_transformer)
-        kwargs.setdefault(
-            "transformer",
-            transformer_class.from_single_file(
+        if "transformer" not in kwargs:  # one from load_options (quantized) would win
+            transformer_class = getattr(diffusers, spec.single_file_transformer)
+            kwargs["transformer"] = transformer_class.from_single_file(
                 model.source,
                 config=model.single_file_config,
                 subfolder="transformer",
                 **{_dtype_keyword(): dtype},
-            ),
-        )
+            )
         pipeline = text2img.from_pretrained(model.single_file_config, **kwargs)
     elif model.single_file:
         if model.single_file_config is not None:

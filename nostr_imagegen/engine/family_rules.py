@@ -146,8 +146,17 @@ def check_model_config(name: str, model: ModelConfig) -> None:
     where = f"models.{name}"
     if model.single_file and not spec.single_file:
         raise ConfigError(
-            f"{where}.source: {spec.title} models load from a diffusers folder or hub id, "
+            f"{where}.source: single-file checkpoints are not supported for family "
+            f"{model.family.value!r} ({spec.title}); only a diffusers folder or hub id is, "
             f"not one {' or '.join(SINGLE_FILE_SUFFIXES)} file"
+        )
+    if model.single_file and spec.single_file_transformer and model.single_file_config is None:
+        # The file holds only the transformer: the text encoder, VAE, tokenizer and
+        # scheduler have to come from somewhere, and no hub is asked behind the operator.
+        raise ConfigError(
+            f"{where}.single_file_config: a {spec.title} checkpoint file holds only the "
+            "transformer; name the diffusers folder (or hub id) of the base model the rest "
+            "comes from"
         )
     if model.true_cfg_scale is not None and spec.negative_prompt is not NegativePrompt.TRUE_CFG:
         raise ConfigError(

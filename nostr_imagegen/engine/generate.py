@@ -571,7 +571,9 @@ class Engine:
     def _pipeline_call(
         pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
     ) -> list[Image.Image]:
-        with sampler_applied(pipeline, plan.sampler, model=plan.model):
+        with sampler_applied(
+            pipeline, plan.sampler, model=plan.model, generator=kwargs.get("generator")
+        ):
             output = pipeline(**kwargs)
         images = list(output.images)
         if not images or not all(isinstance(image, Image.Image) for image in images):

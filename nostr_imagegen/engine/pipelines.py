@@ -9,7 +9,9 @@
 Sources: a folder or hub id goes through the family's text-to-image class
 (``engine.families``) ``from_pretrained``; a ``.safetensors``/``.ckpt`` file through its
 ``from_single_file`` (with
-``single_file_config`` as the folder of component configs, so no network is needed).
+``single_file_config`` as the folder of component configs, so no network is needed). A
+family whose checkpoints hold only the transformer (Z-Image) loads that with the
+transformer class's ``from_single_file`` and the rest from ``single_file_config``.
 
 Bounds: at most ``cache.max_models`` pipelines, and optionally ``cache.max_memory_mb`` of
 weights (estimated from parameter and buffer bytes); the least recently used goes first, and
@@ -70,8 +72,22 @@ def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **load_options(model, dtype)}
     # The family's own class, not AutoPipelineForText2Image: the families table decides
     # what each family is (the auto mapping lacks some and maps others to other tasks).
-    text2img = pipeline_class(family_spec(model.family).text2img)
-    if model.single_file:
+    spec = family_spec(model.family)
+    text2img = pipeline_class(spec.text2img)
+    if model.single_file and spec.single_file_transformer is not None:
+        # A transformer-only checkpoint (Z-Image): the file is the denoiser, every other
+        # component is the config folder's (the configuration requires the folder).
+        assert model.single_file_config is not None
+        if "transformer" not in kwargs:  # one from load_options (quantized) would win
+            transformer_class = getattr(diffusers, spec.single_file_transformer)
+            kwargs["transformer"] = transformer_class.from_single_file(
+                model.source,
+                config=model.single_file_config,
+                subfolder="transformer",
+                **{_dtype_keyword(): dtype},
+            )
+        pipeline = text2img.from_pretrained(model.single_file_config, **kwargs)
+    elif model.single_file:
         if model.single_file_config is not None:
             kwargs["config"] = model.single_file_config
         pipeline = text2img.from_single_file(model.source, **kwargs)

@@ -1,8 +1,8 @@
 """Samplers per job: choosing one for a request, and swapping the scheduler for one call.
 
     name = choose_sampler(job, "tiny", model_config)      # JobRejected for a name not offered
-    with sampler_applied(pipeline, name, model="tiny"):   # no weights reloaded
-        pipeline(...)                                     # runs with that scheduler
+    with sampler_applied(pipeline, name, model="tiny", generator=generators):
+        pipeline(..., generator=generators)              # runs with that scheduler
     # pipeline.scheduler is the model's own scheduler object again, whatever happened
 
 The vocabulary and what each name means live in ``nostr_imagegen.sampler_names``. Which of
@@ -15,6 +15,7 @@ hundredth of a reload of the pipeline (``benchmarks/bench_samplers.py``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Iterator
@@ -139,14 +140,25 @@ def build_scheduler(name: str, original: Any, *, model: str) -> Any:
 
 
 @contextmanager
-def sampler_applied(pipeline: Any, name: str | None, *, model: str) -> Iterator[None]:
+def sampler_applied(
+    pipeline: Any, name: str | None, *, model: str, generator: Any = None
+) -> Iterator[None]:
     """Run the block with sampler ``name`` as ``pipeline``'s scheduler (None: leave it),
-    and put the original scheduler object back afterwards, also when the block raises."""
+    and put the original scheduler object back afterwards, also when the block raises.
+
+    ``generator`` (the job's, one per image) is bound to the scheduler's ``step``: the
+    flow-matching pipelines (FLUX, SD3, Z-Image...) call ``step`` without one, so a
+    stochastic sampler (``euler_a``) would draw its noise from torch's global generator and
+    the same seed would give another image each time. The noise pipelines pass their own
+    generator to ``step``, which overrides this binding, so nothing changes for them.
+    """
     if name is None:
         yield
         return
     original = pipeline.scheduler
     replacement = build_scheduler(name, original, model=model)
+    if generator is not None and "generator" in inspect.signature(replacement.step).parameters:
+        replacement.step = functools.partial(replacement.step, generator=generator)
     pipeline.scheduler = replacement
     try:
         yield

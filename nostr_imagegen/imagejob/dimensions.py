@@ -189,7 +189,19 @@ def resolve_dimensions(
         tag = ("param", "ratio", ratio.value)
         parts_w, parts_h = ratio.parts
         scale = math.sqrt(parts_w / parts_h)
-        width, height = _snap(native * scale, multiple), _snap(native / scale, multiple)
+        exact_w, exact_h = native * scale, native / scale
+        width, height = _snap(exact_w, multiple), _snap(exact_h, multiple)
+        # Snapping both sides can round the area past max_pixels when the exact size (the
+        # native square's area) fits: 16:10 at SDXL's 1024 snaps to 1280x832, over 1024^2.
+        # A ratio the provider offers must not be refused for that: step the side rounded
+        # up the most down by one multiple (at most twice) instead.
+        while width * height > limits.max_pixels and exact_w * exact_h <= limits.max_pixels:
+            if width - exact_w >= height - exact_h and width > multiple:
+                width -= multiple
+            elif height > multiple:
+                height -= multiple
+            else:
+                break
         base_w, base_h = width, height
     else:
         width = height = _snap(native, multiple)

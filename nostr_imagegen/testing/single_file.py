@@ -1,11 +1,14 @@
-"""A tiny SD 1.5 pipeline as one single-file checkpoint, the way checkpoints are shared.
+"""A tiny SD 1.5 or Z-Image pipeline as one single-file checkpoint, the way checkpoints
+are shared.
 
     >>> checkpoint = save_single_file_checkpoint(folder, Path("/tmp/tiny.safetensors"))
     >>> StableDiffusionPipeline.from_single_file(checkpoint, config=folder)
 
-The file holds the original Stable Diffusion key layout (``model.diffusion_model.*``,
-``first_stage_model.*``, ``cond_stage_model.transformer.*``): the inverse of what diffusers'
-single-file loader converts, so loading it exercises that converter.
+An SD 1.5 file holds the original Stable Diffusion key layout (``model.diffusion_model.*``,
+``first_stage_model.*``, ``cond_stage_model.transformer.*``); a Z-Image file holds only the
+transformer in the original Z-Image layout (fused ``attention.qkv``, ``x_embedder``,
+``final_layer``), as ComfyUI ships it. Each is the inverse of what diffusers' single-file
+converter reads, so loading it exercises that converter.
 """
 
 from __future__ import annotations
@@ -131,6 +134,43 @@ def _vae_to_ldm(state: Mapping[str, torch.Tensor], levels: int) -> dict[str, tor
     return out
 
 
+#: Diffusers Z-Image transformer names -> the original ones (inverse of diffusers'
+#: ``convert_z_image_transformer_checkpoint_to_diffusers`` renames).
+_Z_IMAGE_RENAMES = {
+    "all_final_layer.2-1.": "final_layer.",
+    "all_x_embedder.2-1.": "x_embedder.",
+    ".attention.to_out.0.": ".attention.out.",
+    ".attention.norm_k.": ".attention.k_norm.",
+    ".attention.norm_q.": ".attention.q_norm.",
+}
+
+
+def _z_image_to_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Diffusers ``ZImageTransformer2DModel`` keys -> ``model.diffusion_model.*`` keys, with
+    each attention's q, k and v fused into one ``qkv`` weight as the original model has it."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if ".attention.to_k." in key or ".attention.to_v." in key:
+            continue  # fused into the matching to_q below
+        if ".attention.to_q." in key:
+            parts = [state[key.replace(".to_q.", f".{name}.")] for name in ("to_q", "to_k", "to_v")]
+            key, tensor = key.replace(".attention.to_q.", ".attention.qkv."), torch.cat(parts)
+        for diffusers_name, original_name in _Z_IMAGE_RENAMES.items():
+            key = key.replace(diffusers_name, original_name)
+        out[f"model.diffusion_model.{key}"] = tensor
+    return out
+
+
+def _z_image_checkpoint(pipeline_folder: Path) -> dict[str, torch.Tensor]:
+    diffusers: Any = importlib.import_module("diffusers")
+    transformer = diffusers.ZImageTransformer2DModel.from_pretrained(
+        pipeline_folder, subfolder="transformer"
+    )
+    return _z_image_to_original(transformer.state_dict())
+
+
 def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
     """Write the SD 1.5 pipeline in ``pipeline_folder`` as one ``.safetensors`` checkpoint in
     the original Stable Diffusion layout (``model.diffusion_model.*``, ``first_stage_model.*``,
@@ -138,15 +178,20 @@ def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
 
     Load it back with ``StableDiffusionPipeline.from_single_file(path,
     config=pipeline_folder)``: the folder supplies the component configs and the tokenizer.
+    A ``ZImagePipeline`` folder gives a transformer-only file: load it with
+    ``ZImageTransformer2DModel.from_single_file(path, config=pipeline_folder,
+    subfolder="transformer")`` and the rest of the pipeline from the folder.
     """
     diffusers: Any = importlib.import_module("diffusers")
-    from safetensors.torch import save_file
     from transformers import CLIPTextModel
 
     pipeline_folder = Path(pipeline_folder)
     index = json.loads((pipeline_folder / "model_index.json").read_text(encoding="utf-8"))
-    if index.get("_class_name") != "StableDiffusionPipeline":
-        raise ValueError("single-file export is implemented for SD 1.5 pipelines only")
+    kind = index.get("_class_name")
+    if kind == "ZImagePipeline":
+        return _write(_z_image_checkpoint(pipeline_folder), Path(path))
+    if kind != "StableDiffusionPipeline":
+        raise ValueError("single-file export is implemented for SD 1.5 and Z-Image pipelines only")
     unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_folder, subfolder="unet")
     vae = diffusers.AutoencoderKL.from_pretrained(pipeline_folder, subfolder="vae")
     text_encoder = CLIPTextModel.from_pretrained(pipeline_folder, subfolder="text_encoder")
@@ -161,7 +206,12 @@ def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
             for key, tensor in text_encoder.state_dict().items()
         },
     }
-    path = Path(path)
+    return _write(checkpoint, Path(path))
+
+
+def _write(checkpoint: Mapping[str, torch.Tensor], path: Path) -> Path:
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({key: tensor.contiguous() for key, tensor in checkpoint.items()}, str(path))
     return path

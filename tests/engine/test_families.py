@@ -16,6 +16,7 @@ from nostr_imagegen.engine import Engine, EngineConfig
 from nostr_imagegen.engine.families import FAMILIES, NegativePrompt, family_spec, pipeline_class
 from nostr_imagegen.errors import ConfigError, JobRejected
 from nostr_imagegen.imagejob.dimensions import ModelFamily
+from nostr_imagegen.imagejob.model import Ratio
 from nostr_imagegen.testing import build_tiny_family, build_tiny_family_lora
 
 #: The families beyond the SD 1.5 / SDXL ones the rest of the engine tests use.
@@ -224,7 +225,8 @@ def test_table_matches_the_diffusers_classes() -> None:
     for family, spec in FAMILIES.items():
         text2img = pipeline_class(spec.text2img)
         assert hasattr(text2img, "load_lora_weights") == spec.lora, family
-        assert hasattr(text2img, "from_single_file") == spec.single_file, family
+        if spec.single_file:
+            assert hasattr(text2img, "from_single_file"), family
         if spec.img2img is not None:
             assert "strength" in _parameters(pipeline_class(spec.img2img)), family
 
@@ -294,3 +296,112 @@ def test_cli_run_serves_every_family(
         with Image.open(written) as image:
             assert image.size == (96, 64)
         assert '"kind":6100' in captured.out.replace(" ", "")
+
+
+# Single-file checkpoints: offered only where a test loads one.
+FOLDER_ONLY = [f for f in ModelFamily if not family_spec(f).single_file]
+
+
+def test_single_file_is_offered_for_the_tested_flow_families_only() -> None:
+    # Z-Image's file is loaded below; no tiny SD3 / FLUX.1 / Chroma file loads (their
+    # converters hard-code the real widths), so those are folder-only.
+    flow = {f for f in ModelFamily if family_spec(f).flow_matching and family_spec(f).single_file}
+    assert flow == {ModelFamily.ZIMAGE}
+
+
+def test_zimage_single_file_draws_like_the_folder(
+    engine: Engine,
+    folders: dict[ModelFamily, tuple[Path, Path]],
+    tmp_path: Path,
+    make_job: MakeJob,
+) -> None:
+    from nostr_imagegen.testing import save_single_file_checkpoint
+
+    folder, _ = folders[ModelFamily.ZIMAGE]
+    checkpoint = save_single_file_checkpoint(folder, tmp_path / "z-image.safetensors")
+    model = {
+        "source": str(checkpoint),
+        "family": "zimage",
+        "single_file_config": str(folder),
+        "steps": 2,
+        "guidance_scale": 3.0,
+        "native_size": 64,
+    }
+    single = Engine(EngineConfig.from_mapping({"models": {"z": model}, "device": "cpu"}))
+    try:
+        params = [("ratio", "16:9"), ("seed", "4")]
+        got = single.generate(make_job(("model", "z"), *params))
+        want = engine.generate(make_job(("model", "tiny-zimage"), *params))
+        assert got.images[0].size == want.images[0].size
+        assert np.array_equal(_pixels(got.images[0]), _pixels(want.images[0]))
+    finally:
+        single.close()
+
+
+def test_zimage_single_file_needs_its_config_folder(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "z.safetensors"
+    checkpoint.write_bytes(b"")
+    config = EngineConfig.from_mapping(
+        {"models": {"z": {"source": str(checkpoint), "family": "zimage"}}, "device": "cpu"}
+    )
+    with pytest.raises(ConfigError, match=r"models\.z\.single_file_config: a Z-Image .* only"):
+        Engine(config)
+
+
+@pytest.mark.parametrize("family", FOLDER_ONLY, ids=str)
+def test_single_file_refused_for_folder_only_families(tmp_path: Path, family: ModelFamily) -> None:
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"")
+    config = EngineConfig.from_mapping(
+        {"models": {"m": {"source": str(checkpoint), "family": family.value}}, "device": "cpu"}
+    )
+    with pytest.raises(ConfigError) as refused:
+        Engine(config)
+    message = str(refused.value)
+    assert "models.m.source: single-file checkpoints are not supported for family " in message
+    assert f"{family.value!r} ({family_spec(family).title})" in message
+    assert "only a diffusers folder or hub id is" in message
+
+
+# Sizes for every ratio, per family, as planned (no model is loaded).
+@pytest.fixture(scope="module")
+def planner() -> Iterator[Engine]:
+    models = {
+        f.value: {
+            "source": f"example/{f.value}",
+            "family": f.value,
+            "default": f is ModelFamily.SD15,
+        }
+        for f in ModelFamily
+    }
+    engine = Engine(EngineConfig.from_mapping({"models": models, "device": "cpu"}))
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("ratio", list(Ratio), ids=str)
+@pytest.mark.parametrize("family", list(ModelFamily), ids=str)
+def test_every_ratio_plans_to_the_familys_sizes(
+    planner: Engine, make_job: MakeJob, family: ModelFamily, ratio: Ratio
+) -> None:
+    plan = planner.plan(make_job(("model", family.value), ("ratio", ratio.value)))
+    width, height = plan.dimensions.width, plan.dimensions.height
+    multiple = family.multiple
+    assert width % multiple == 0
+    assert height % multiple == 0
+    parts_w, parts_h = ratio.parts
+    if parts_w == parts_h:
+        assert width == height
+    else:
+        assert (width > height) == (parts_w > parts_h)
+    # Each side is the exact side snapped to the nearest multiple (half a step off), or one
+    # step below it where rounding up would pass max_pixels (16:10 at 1024 native).
+    step = multiple
+    assert (width - step) / (height + step) <= parts_w / parts_h <= (width + step) / (height - step)
+    # About the family's native area (that is what a ratio keeps), within the limits.
+    assert abs(width * height / family.native_size**2 - 1) < 0.25
+    limits = planner.config.limits
+    assert limits.min_side <= min(width, height)
+    assert max(width, height) <= limits.max_side
+    assert width * height <= limits.max_pixels
+    assert (plan.dimensions.output_width, plan.dimensions.output_height) == (width, height)

@@ -241,3 +241,150 @@ def test_the_announcement_lists_samplers_and_image_counts_per_model(engine: Engi
     params = content["nip90Params"]
     assert params["num_images"]["values"] == ["1", "2", "3", "4"]
     assert "dpmpp_2m_karras" in params["sampler"]["values"]
+
+
+# Samplers on real flow-matching pipelines: tiny FLUX.1, SD3 and Z-Image loaded by the engine.
+FLOW_FAMILIES = ("flux", "sd3", "zimage")
+
+
+@pytest.fixture(scope="module")
+def flow_engine(tmp_path_factory: pytest.TempPathFactory, torch_one_thread: None) -> Any:
+    from nostr_imagegen.imagejob.dimensions import ModelFamily
+    from nostr_imagegen.testing import build_tiny_family
+
+    root = tmp_path_factory.mktemp("flow-samplers")
+    models = {
+        f"tiny-{name}": {
+            "source": str(build_tiny_family(root / name, ModelFamily(name))),
+            "family": name,
+            "steps": 3,
+            "guidance_scale": 3.0,
+            "native_size": 64,
+        }
+        for name in FLOW_FAMILIES
+    }
+    engine = Engine(EngineConfig.from_mapping({"models": models, "device": "cpu"}))
+    yield engine
+    engine.close()
+
+
+def flow_by_hand(
+    engine: Engine, model: str, scheduler_name: str, seeds: list[int], **keys: Any
+) -> list[Image.Image]:
+    """A fresh pipeline of ``model`` with its scheduler set by hand as engine/samplers.py
+    documents it: ``Class.from_config(original.config, **keys)``, its ``step`` drawing from
+    the job's generators."""
+    import functools
+    import inspect
+
+    import diffusers
+    import torch
+
+    from nostr_imagegen.engine.families import family_spec, pipeline_class
+
+    config = engine.config.models[model]
+    spec = family_spec(config.family)
+    pipeline = pipeline_class(spec.text2img).from_pretrained(config.source)
+    pipeline.set_progress_bar_config(disable=True)
+    scheduler_class = getattr(diffusers, scheduler_name)
+    pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config, **keys)
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    if "generator" in inspect.signature(pipeline.scheduler.step).parameters:
+        pipeline.scheduler.step = functools.partial(pipeline.scheduler.step, generator=generators)
+    images: list[Image.Image] = pipeline(
+        prompt=PROMPT,
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        width=64,
+        height=64,
+        num_images_per_prompt=len(seeds),
+        generator=generators,
+    ).images
+    return images
+
+
+@pytest.mark.parametrize(
+    ("family", "sampler", "scheduler", "keys"),
+    [
+        ("flux", "euler_a", "FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+        (
+            "flux",
+            "unipc",
+            "UniPCMultistepScheduler",
+            {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 1.0},
+        ),
+        (
+            "sd3",
+            "unipc",
+            "UniPCMultistepScheduler",
+            # SD3's shift (3.0) is carried over as the multistep solver's flow_shift.
+            {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+        ),
+        ("sd3", "euler_a", "FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+        ("zimage", "lcm", "FlowMatchLCMScheduler", {}),
+    ],
+)
+def test_a_flow_sampler_draws_what_its_scheduler_set_by_hand_draws(
+    flow_engine: Engine,
+    make_job: MakeJob,
+    family: str,
+    sampler: str,
+    scheduler: str,
+    keys: dict[str, Any],
+) -> None:
+    model = f"tiny-{family}"
+    entry = flow_engine.cache.get(model)
+    original = entry.text2img.scheduler
+    job = make_job(("model", model), ("size", "64x64"), ("seed", "5"), ("sampler", sampler))
+    result = flow_engine.generate(job)
+    assert result.sampler == sampler
+    assert entry.text2img.scheduler is original  # restored after the job
+    (expected,) = flow_by_hand(flow_engine, model, scheduler, [5], **keys)
+    assert np.array_equal(pixels(result.images[0]), pixels(expected))
+    plain = flow_engine.generate(make_job(("model", model), ("size", "64x64"), ("seed", "5")))
+    assert not np.array_equal(pixels(plain.images[0]), pixels(result.images[0]))
+
+
+def test_a_stochastic_flow_sampler_is_reproducible_from_the_seed(
+    flow_engine: Engine, make_job: MakeJob
+) -> None:
+    # FluxPipeline calls scheduler.step without a generator: unless the engine binds the
+    # job's, euler_a's noise comes from torch's global generator and a seed means nothing.
+    import torch
+
+    job = make_job(("model", "tiny-flux"), ("size", "64x64"), ("seed", "8"), ("sampler", "euler_a"))
+    first = flow_engine.generate(job).images[0]
+    torch.manual_seed(12345)  # another global state: must not matter
+    second = flow_engine.generate(job).images[0]
+    assert np.array_equal(pixels(first), pixels(second))
+
+
+@pytest.mark.parametrize("family", FLOW_FAMILIES)
+def test_a_noise_schedule_sampler_is_refused_on_a_flow_model_with_the_list(
+    flow_engine: Engine, make_job: MakeJob, family: str
+) -> None:
+    model = f"tiny-{family}"
+    entry = flow_engine.cache.get(model)
+    original = entry.text2img.scheduler
+    with pytest.raises(JobRejected) as refused:
+        flow_engine.generate(make_job(("model", model), ("sampler", "dpmpp_2m_karras")))
+    message = str(refused.value)
+    assert f"does not apply to model {model!r} (a flow-matching model)" in message
+    assert f"choose one of {', '.join(FLOW_SAMPLERS)}" in message
+    assert refused.value.tag == ("param", "sampler", "dpmpp_2m_karras")
+    assert entry.text2img.scheduler is original
+
+
+@pytest.mark.parametrize("sampler", [None, "euler_a"])
+def test_several_images_on_a_flow_model_are_the_single_jobs_of_seed_plus_k(
+    flow_engine: Engine, make_job: MakeJob, sampler: str | None
+) -> None:
+    extra = [("sampler", sampler)] if sampler else []
+    params = [("model", "tiny-flux"), ("size", "64x64"), *extra]
+    both = flow_engine.generate(make_job(*params, ("seed", "20"), ("num_images", "2")))
+    assert len(both.images) == 2
+    for k, image in enumerate(both.images):
+        single = flow_engine.generate(make_job(*params, ("seed", str(20 + k)))).images[0]
+        # A batch of two runs the same maths in other shapes: float rounding, no more.
+        assert np.abs(pixels(image) - pixels(single)).max() <= 2
+    assert not np.array_equal(pixels(both.images[0]), pixels(both.images[1]))

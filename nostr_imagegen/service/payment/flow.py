@@ -221,14 +221,23 @@ class PaymentFlow:
         remaining = deadline - time.time()
         if remaining <= 0:
             raise PaymentError("the invoice expired unpaid")
-        await self._outbox.progress(
+        asked = await self._outbox.progress(
             active, JobStatus.PAYMENT_REQUIRED,
             amount_msats=active.amount_msats, bolt11=active.bolt11,
         )  # fmt: skip
-        return await self._wait(active, invoice, remaining)
+        # NIP-90: the customer may zap the `payment-required` feedback or the request itself.
+        zapped = (job.id,) if asked is None else (job.id, asked.id)
+        return await self._wait(active, invoice, remaining, zapped)
 
-    async def _wait(self, active: ActiveJob, invoice: Invoice | None, timeout_s: float) -> bool:
-        """Whichever comes first: the invoice paid, or a valid zap receipt."""
+    async def _wait(
+        self,
+        active: ActiveJob,
+        invoice: Invoice | None,
+        timeout_s: float,
+        zapped: tuple[str, ...],
+    ) -> bool:
+        """Whichever comes first: the invoice paid, or a valid zap receipt for one of the
+        events in ``zapped`` (the request, the `payment-required` feedback)."""
         job = active.job
         amount = active.amount_msats
         assert amount is not None
@@ -245,24 +254,27 @@ class PaymentFlow:
         if self.zaps is not None:
             zaps = self.zaps
 
-            async def by_zap() -> bool:
-                payment = await zaps.wait_for(
-                    event_id=job.id, payer_pubkey=job.customer, amount_msats=amount,
-                    timeout_s=timeout_s,
-                )  # fmt: skip
-                if payment is None:
-                    return False
-                return bool(
-                    await self._io(
-                        self._ledger.record_paid,
-                        job.id,
-                        proof=f"zap:{payment.receipt_id}",
-                        kind="zap",
-                        amount_msats=payment.amount_msats,
+            def by_zap(event_id: str) -> Callable[[], Awaitable[bool]]:
+                async def wait() -> bool:
+                    payment = await zaps.wait_for(
+                        event_id=event_id, payer_pubkey=job.customer, amount_msats=amount,
+                        timeout_s=timeout_s,
+                    )  # fmt: skip
+                    if payment is None:
+                        return False
+                    return bool(
+                        await self._io(
+                            self._ledger.record_paid,
+                            job.id,
+                            proof=f"zap:{payment.receipt_id}",
+                            kind="zap",
+                            amount_msats=payment.amount_msats,
+                        )
                     )
-                )
 
-            waiters.append(by_zap)
+                return wait
+
+            waiters.extend(by_zap(event_id) for event_id in zapped)
         if not waiters:
             raise PaymentError("no way to pay this job is configured")
         tasks = [asyncio.ensure_future(waiter()) for waiter in waiters]

@@ -102,6 +102,7 @@ class StandInRedemption:
     amount_msats: int
     mint: str
     token_hash: str
+    token_msats: int
 
 
 class StandInCashu:
@@ -113,7 +114,10 @@ class StandInCashu:
         self.tokens.append(token)
         if self.worth_msats is None:
             raise PaymentRefused("the token is already spent")
-        return StandInRedemption(self.worth_msats, "https://mint.test", f"hash-of-{token}")
+        # What the wallet keeps is the token's worth less a swap fee of 1 sat.
+        return StandInRedemption(
+            self.worth_msats - 1000, "https://mint.test", f"hash-of-{token}", self.worth_msats
+        )
 
 
 @pytest.fixture

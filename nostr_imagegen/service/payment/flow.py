@@ -65,6 +65,8 @@ class _CashuRedemption(Protocol):
     def mint(self) -> str: ...
     @property
     def token_hash(self) -> str: ...
+    @property
+    def token_msats(self) -> int: ...
 
 
 class CashuRedeemerLike(Protocol):
@@ -193,9 +195,11 @@ class PaymentFlow:
         token = job.request.tag_value("cashu")
         if token is not None and self.cashu is not None and record is None:
             redemption = await self.cashu.redeem(token, price_msats=amount)
-            if redemption.amount_msats < amount:
+            # The token's worth pays the price; the mint's swap fee, which makes what the
+            # wallet kept (amount_msats) smaller, is the operator's to bear.
+            if redemption.token_msats < amount:
                 raise PaymentRefused(
-                    f"the token is worth {redemption.amount_msats} msats; the job costs {amount}"
+                    f"the token is worth {redemption.token_msats} msats; the job costs {amount}"
                 )
             if not await self._io(
                 self._ledger.record_paid, job.id, proof=f"cashu:{redemption.token_hash}",

@@ -97,3 +97,71 @@ async def test_cashu_token_pays_once_and_spent_or_short_tokens_get_an_error(
         assert engine.calls == [paid.id]  # the engine never ran for the refused two
     results = await query_relay(relay_url, {"kinds": [6100], "#e": [paid.id, again.id, cheap.id]})
     assert [event.id for event in results] == [outcome.result.id]
+
+
+async def test_config_with_cashu_mints_builds_a_runner_that_redeems(
+    relay_url: str,
+    tmp_path: Path,
+    tiny_engine: Any,
+    tiny_model_folder: Path,
+    mint_url: str,  # noqa: F811 - fixture
+    mint_tokens: Callable[..., list[str]],  # noqa: F811 - fixture
+) -> None:
+    """``[pricing]`` + ``[payment.cashu]`` with ``python = ".venv-cashu/bin/python"`` (relative
+    to the config's folder, as an operator writes it), through ``payment_pieces``."""
+    from nostr_imagegen.service.config import load_service_config
+    from nostr_imagegen.service.ledger import Ledger
+    from nostr_imagegen.service.payment.setup import payment_pieces
+
+    (tmp_path / ".venv-cashu").symlink_to(CASHU_PYTHON.parents[1], target_is_directory=True)
+    config_path = tmp_path / "dvm.toml"
+    config_path.write_text(
+        f"""
+device = "cpu"
+
+[models.tiny]
+source = "{tiny_model_folder}"
+family = "sd15"
+native_size = 64
+steps = 2
+
+[service]
+relays = ["{relay_url}"]
+
+[[storage]]
+type = "local"
+folder = "images"
+listen = "127.0.0.1:0"
+
+[pricing]
+job_msats = {PRICE}
+
+[payment]
+timeout_s = 5
+
+[payment.cashu]
+mints = ["{mint_url}"]
+wallet_dir = "operator-wallet"
+python = ".venv-cashu/bin/python"
+"""
+    )
+    config = load_service_config(config_path)
+    (token,) = mint_tokens(32)
+    # payment_pieces reads the ledger only for zap receipts (none configured here).
+    with Ledger(tmp_path / "pieces.sqlite3") as pieces_ledger:
+        async with payment_pieces(
+            config,
+            pool=None,  # type: ignore[arg-type]  # only an invoice backend would use it
+            ledger=pieces_ledger,
+            plan=tiny_engine.plan,
+        ) as kwargs:
+            assert sorted(kwargs) == ["cashu", "payment_settings", "pricing"]
+            async with (
+                Dvm([relay_url], tmp_path / "dvm", tiny_engine, **kwargs),
+                Customer([relay_url]) as customer,
+            ):
+                paid = paying_request(customer.keys, "paid per the config", token)
+                outcome = await customer.submit(paid, timeout_s=90)
+    assert outcome.result is not None, outcome.error
+    assert JobStatus.PAYMENT_REQUIRED not in [p.status for _, p in outcome.feedback]
+    assert (tmp_path / "operator-wallet").is_dir()  # the config's wallet_dir, beside it

@@ -207,6 +207,12 @@ class PaymentFlow:
             ):  # fmt: skip
                 raise PaymentRefused("this Cashu token already paid another job")
             return True
+        if self.backend is None and self.zaps is None:
+            # Only Cashu is taken, and a token can only come in the request: nothing to wait
+            # for, so no `payment-required` (it would promise a way to pay there is not).
+            raise PaymentRefused(
+                f'this job costs {amount} msats; pay it with a ["cashu", TOKEN] tag in the request'
+            )
         invoice: Invoice | None = None
         if self.backend is not None:
             if record is not None and record.bolt11 is not None:

@@ -94,8 +94,21 @@ async def test_cashu_token_pays_once_and_spent_or_short_tokens_get_an_error(
         assert refused.error is not None
         assert "21 sat" in refused.error  # the price, named
         assert dvm.state(cheap.id) is JobState.FAILED
-        assert engine.calls == [paid.id]  # the engine never ran for the refused two
-    results = await query_relay(relay_url, {"kinds": [6100], "#e": [paid.id, again.id, cheap.id]})
+
+        # Without a token, a DVM that takes only Cashu has nothing to ask the customer to
+        # pay: an `error` naming the price and the way to pay, never `payment-required`.
+        unpaid = build_request(customer.keys, prompt="no token at all", params=SMALL)
+        told = await customer.submit(unpaid, timeout_s=60)
+        assert told.result is None
+        assert told.error is not None
+        assert str(PRICE) in told.error
+        assert "cashu" in told.error
+        assert JobStatus.PAYMENT_REQUIRED not in [p.status for _, p in told.feedback]
+        assert dvm.state(unpaid.id) is JobState.FAILED
+        assert engine.calls == [paid.id]  # the engine never ran for the refused three
+    results = await query_relay(
+        relay_url, {"kinds": [6100], "#e": [paid.id, again.id, cheap.id, unpaid.id]}
+    )
     assert [event.id for event in results] == [outcome.result.id]
 
 

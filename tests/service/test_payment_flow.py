@@ -287,6 +287,8 @@ async def test_zap_call_site_accepts_a_receipt_once_and_refuses_its_replay(
     zaps.receipts.put_nowait("receipt-1")
     await pool.wait_for(lambda: ledger.state(first.id) is JobState.PUBLISHED)
     assert zaps.asked[0] == {"event_id": first.id, "amount_msats": PRICE}
+    # The customer may zap the request or the payment-required feedback: both are watched.
+    assert {"event_id": asked.id, "amount_msats": PRICE} in zaps.asked
     assert zaps.seen("receipt-1")
     pool.deliver(second)
     await pool.wait_for(lambda: "payment-required" in _statuses(pool, second.id))

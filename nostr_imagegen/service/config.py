@@ -378,9 +378,15 @@ _SERVICE_SECTIONS: Final = frozenset(ServiceConfig.model_fields) - frozenset(
 )
 
 
-def _relative(path: Path, base: Path) -> Path:
+def _relative(path: Path, base: Path, *, resolve_links: bool = True) -> Path:
     expanded = path.expanduser()
-    return expanded if expanded.is_absolute() else (base / expanded).resolve()
+    if expanded.is_absolute():
+        return expanded
+    if not resolve_links:
+        # A virtual environment's bin/python is a link to the base interpreter: followed, it
+        # would run without the environment's packages. Made absolute, links kept.
+        return Path(os.path.normpath(base / expanded))
+    return (base / expanded).resolve()
 
 
 def _payment_paths(payment: PaymentConfig, base: Path) -> PaymentConfig:
@@ -396,7 +402,9 @@ def _payment_paths(payment: PaymentConfig, base: Path) -> PaymentConfig:
         )
     if payment.cashu is not None:
         cashu = payment.cashu
-        python = None if cashu.python is None else _relative(cashu.python, base)
+        python = (
+            None if cashu.python is None else _relative(cashu.python, base, resolve_links=False)
+        )
         update["cashu"] = cashu.model_copy(
             update={"wallet_dir": _relative(cashu.wallet_dir, base), "python": python}
         )

@@ -141,15 +141,17 @@ class Outbox:
 
     # -- publishing -----------------------------------------------------------------------
 
-    async def progress(self, active: ActiveJob, status: JobStatus, **fields: Any) -> None:
-        """Publish a progress-type feedback (not stored: only answers are)."""
+    async def progress(self, active: ActiveJob, status: JobStatus, **fields: Any) -> Event | None:
+        """Publish a progress-type feedback (not stored: only answers are); the event, or
+        None when it could not be built."""
         try:
             event = self.feedback(active.job, status, active.relay, **fields)
         except NostrImagegenError as exc:
             logger.warning("cannot build %s feedback: %s", status.value, exc)
-            return
+            return None
         await self.publish(event, active.reply_relays)
         await _call_hook(self._on_feedback, event)
+        return event
 
     async def publish(self, event: Event, reply_relays: Sequence[str] = ()) -> bool:
         """Publish to the pool's relays plus ``reply_relays``; did any relay accept it?"""

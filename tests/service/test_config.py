@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,19 @@ def test_image_host_urls_must_be_http(section: str, fields: dict[str, Any]) -> N
 
     with pytest.raises(ValidationError, match=r"must start with https:// or http://"):
         getattr(service_config, section)(**fields)
+
+
+def test_cashu_python_is_made_absolute_without_following_the_venv_link(tmp_path: Path) -> None:
+    # A virtual environment's bin/python links to the base interpreter, which has none of the
+    # environment's packages: the configured path must be kept, not resolved.
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    text = BASE + (
+        '\n[pricing]\njob_msats = 1000\n\n[payment.cashu]\nmints = ["https://mint.example"]\n'
+        'python = "venv/bin/python"\nwallet_dir = "wallet"\n'
+    )
+    cashu = load_service_config(_write(tmp_path, text)).payment.cashu
+    assert cashu is not None
+    assert cashu.python == tmp_path / "venv" / "bin" / "python"
+    assert cashu.wallet_dir == tmp_path / "wallet"

@@ -102,6 +102,7 @@ class StandInRedemption:
     amount_msats: int
     mint: str
     token_hash: str
+    token_msats: int
 
 
 class StandInCashu:
@@ -113,7 +114,10 @@ class StandInCashu:
         self.tokens.append(token)
         if self.worth_msats is None:
             raise PaymentRefused("the token is already spent")
-        return StandInRedemption(self.worth_msats, "https://mint.test", f"hash-of-{token}")
+        # What the wallet keeps is the token's worth less a swap fee of 1 sat.
+        return StandInRedemption(
+            self.worth_msats - 1000, "https://mint.test", f"hash-of-{token}", self.worth_msats
+        )
 
 
 @pytest.fixture
@@ -283,6 +287,8 @@ async def test_zap_call_site_accepts_a_receipt_once_and_refuses_its_replay(
     zaps.receipts.put_nowait("receipt-1")
     await pool.wait_for(lambda: ledger.state(first.id) is JobState.PUBLISHED)
     assert zaps.asked[0] == {"event_id": first.id, "amount_msats": PRICE}
+    # The customer may zap the request or the payment-required feedback: both are watched.
+    assert {"event_id": asked.id, "amount_msats": PRICE} in zaps.asked
     assert zaps.seen("receipt-1")
     pool.deliver(second)
     await pool.wait_for(lambda: "payment-required" in _statuses(pool, second.id))

@@ -2,7 +2,7 @@
 
     redeemer = CashuRedeemer(["https://mint.example"], wallet_dir=Path("/var/lib/dvm/cashu"))
     redemption = await redeemer.redeem(token, price_msats=21000)   # or PaymentRefused
-    redemption.amount_msats, redemption.mint, redemption.token_hash
+    redemption.amount_msats, redemption.token_msats, redemption.mint, redemption.token_hash
 
 Both token versions are read: ``cashuA`` (V3, base64 JSON) and ``cashuB`` (V4, base64 CBOR).
 A token is accepted when it is from one of ``mints``, in ``sat``, worth at least the price
@@ -48,11 +48,13 @@ _MAX_ANSWER_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class CashuRedemption:
-    """A redeemed token: what the wallet kept, from which mint, and the proofs' hash."""
+    """A redeemed token: what the wallet kept (the token's worth less the mint's swap fee),
+    what the token was worth, from which mint, and the proofs' hash."""
 
     amount_msats: int
     mint: str
     token_hash: str
+    token_msats: int
 
 
 class CashuRedeemer:
@@ -120,6 +122,7 @@ class CashuRedeemer:
                 amount_msats=int(answer["amount_sat"]) * 1000,
                 mint=str(answer["mint"]),
                 token_hash=str(answer["token_hash"]),
+                token_msats=int(answer["token_sat"]) * 1000,
             )
         except (KeyError, TypeError, ValueError):
             raise PaymentError("the cashu bridge answered something unreadable") from None

@@ -65,6 +65,8 @@ class _CashuRedemption(Protocol):
     def mint(self) -> str: ...
     @property
     def token_hash(self) -> str: ...
+    @property
+    def token_msats(self) -> int: ...
 
 
 class CashuRedeemerLike(Protocol):
@@ -193,9 +195,11 @@ class PaymentFlow:
         token = job.request.tag_value("cashu")
         if token is not None and self.cashu is not None and record is None:
             redemption = await self.cashu.redeem(token, price_msats=amount)
-            if redemption.amount_msats < amount:
+            # The token's worth pays the price; the mint's swap fee, which makes what the
+            # wallet kept (amount_msats) smaller, is the operator's to bear.
+            if redemption.token_msats < amount:
                 raise PaymentRefused(
-                    f"the token is worth {redemption.amount_msats} msats; the job costs {amount}"
+                    f"the token is worth {redemption.token_msats} msats; the job costs {amount}"
                 )
             if not await self._io(
                 self._ledger.record_paid, job.id, proof=f"cashu:{redemption.token_hash}",
@@ -203,6 +207,12 @@ class PaymentFlow:
             ):  # fmt: skip
                 raise PaymentRefused("this Cashu token already paid another job")
             return True
+        if self.backend is None and self.zaps is None:
+            # Only Cashu is taken, and a token can only come in the request: nothing to wait
+            # for, so no `payment-required` (it would promise a way to pay there is not).
+            raise PaymentRefused(
+                f'this job costs {amount} msats; pay it with a ["cashu", TOKEN] tag in the request'
+            )
         invoice: Invoice | None = None
         if self.backend is not None:
             if record is not None and record.bolt11 is not None:
@@ -221,14 +231,23 @@ class PaymentFlow:
         remaining = deadline - time.time()
         if remaining <= 0:
             raise PaymentError("the invoice expired unpaid")
-        await self._outbox.progress(
+        asked = await self._outbox.progress(
             active, JobStatus.PAYMENT_REQUIRED,
             amount_msats=active.amount_msats, bolt11=active.bolt11,
         )  # fmt: skip
-        return await self._wait(active, invoice, remaining)
+        # NIP-90: the customer may zap the `payment-required` feedback or the request itself.
+        zapped = (job.id,) if asked is None else (job.id, asked.id)
+        return await self._wait(active, invoice, remaining, zapped)
 
-    async def _wait(self, active: ActiveJob, invoice: Invoice | None, timeout_s: float) -> bool:
-        """Whichever comes first: the invoice paid, or a valid zap receipt."""
+    async def _wait(
+        self,
+        active: ActiveJob,
+        invoice: Invoice | None,
+        timeout_s: float,
+        zapped: tuple[str, ...],
+    ) -> bool:
+        """Whichever comes first: the invoice paid, or a valid zap receipt for one of the
+        events in ``zapped`` (the request, the `payment-required` feedback)."""
         job = active.job
         amount = active.amount_msats
         assert amount is not None
@@ -245,24 +264,27 @@ class PaymentFlow:
         if self.zaps is not None:
             zaps = self.zaps
 
-            async def by_zap() -> bool:
-                payment = await zaps.wait_for(
-                    event_id=job.id, payer_pubkey=job.customer, amount_msats=amount,
-                    timeout_s=timeout_s,
-                )  # fmt: skip
-                if payment is None:
-                    return False
-                return bool(
-                    await self._io(
-                        self._ledger.record_paid,
-                        job.id,
-                        proof=f"zap:{payment.receipt_id}",
-                        kind="zap",
-                        amount_msats=payment.amount_msats,
+            def by_zap(event_id: str) -> Callable[[], Awaitable[bool]]:
+                async def wait() -> bool:
+                    payment = await zaps.wait_for(
+                        event_id=event_id, payer_pubkey=job.customer, amount_msats=amount,
+                        timeout_s=timeout_s,
+                    )  # fmt: skip
+                    if payment is None:
+                        return False
+                    return bool(
+                        await self._io(
+                            self._ledger.record_paid,
+                            job.id,
+                            proof=f"zap:{payment.receipt_id}",
+                            kind="zap",
+                            amount_msats=payment.amount_msats,
+                        )
                     )
-                )
 
-            waiters.append(by_zap)
+                return wait
+
+            waiters.extend(by_zap(event_id) for event_id in zapped)
         if not waiters:
             raise PaymentError("no way to pay this job is configured")
         tasks = [asyncio.ensure_future(waiter()) for waiter in waiters]

@@ -157,7 +157,10 @@ def spandrel() -> Any:
     try:
         return import_spandrel()
     except ImportError as exc:
-        pytest.skip(f"spandrel is not installed: {exc}")
+        pytest.skip(
+            f"spandrel is not installed ({exc}); these tests run in .venv-upscale: "
+            ".venv-upscale/bin/python -m pytest tests/engine/test_upscale.py"
+        )
 
 
 def _compact_state_dict(

@@ -7,12 +7,12 @@ is saved with ``save_pretrained`` and loaded back by the real diffusers loaders.
     >>> xl = build_tiny_pipeline(Path("/tmp/tiny-sdxl"), ModelFamily.SDXL)
 
 Shapes (what DESIGN.md calls the offline test model): UNet ``block_out_channels`` (32, 64),
-one layer per block, cross-attention width 32 (64 for SDXL: two text encoders concatenated);
-a four-block VAE, so latents are 1/8 of the image like real Stable Diffusion; CLIP text
-encoders of hidden size 32; a byte-level CLIP tokenizer built in memory (no merges). Their
-native size is ``TINY_NATIVE_SIZE`` (64 pixels). ``wider=True`` builds the SD 1.5 block layout
-(four levels, two layers per block) at reduced widths, for benchmarks that want a realistic
-shape at 512x512 (native size ``WIDER_NATIVE_SIZE``).
+one layer per block, cross-attention width 32 (96 for SDXL: its text encoders of 32 and 64
+concatenated); a four-block VAE, so latents are 1/8 of the image like real Stable Diffusion;
+CLIP text encoders of hidden size 32 (SDXL's second: 64); a byte-level CLIP tokenizer built in
+memory (no merges). Their native size is ``TINY_NATIVE_SIZE`` (64 pixels). ``wider=True``
+builds the SD 1.5 block layout (four levels, two layers per block) at reduced widths, for
+benchmarks that want a realistic shape at 512x512 (native size ``WIDER_NATIVE_SIZE``).
 """
 
 from __future__ import annotations
@@ -226,7 +226,11 @@ def build_tiny_pipeline(
         tokenizer = tiny_tokenizer()
         text_encoder = _text_encoder(text_hidden, projection=False)
         if sdxl:
-            text_encoder_2 = _text_encoder(text_hidden, projection=True)
+            # Wider than the first encoder, as in real SDXL (768 and 1280): diffusers'
+            # single-file loader tells the two apart by width, so equal widths would load the
+            # first encoder's weights into the second.
+            text_hidden_2 = 2 * text_hidden
+            text_encoder_2 = _text_encoder(text_hidden_2, projection=True)
             pipeline: Any = diffusers.StableDiffusionXLPipeline(
                 vae=_vae(vae_widths),
                 text_encoder=text_encoder,
@@ -236,9 +240,9 @@ def build_tiny_pipeline(
                 unet=_unet(
                     unet_widths,
                     layers=layers,
-                    cross_attention_dim=2 * text_hidden,
+                    cross_attention_dim=text_hidden + text_hidden_2,
                     sdxl=True,
-                    text_dim=text_hidden,
+                    text_dim=text_hidden_2,
                 ),
                 scheduler=_scheduler(),
             )

@@ -1,11 +1,14 @@
-"""A tiny SD 1.5 or Z-Image pipeline as one single-file checkpoint, the way checkpoints
-are shared.
+"""A tiny SD 1.5, SD 2, SDXL or Z-Image pipeline as one single-file checkpoint, the way
+checkpoints are shared.
 
     >>> checkpoint = save_single_file_checkpoint(folder, Path("/tmp/tiny.safetensors"))
     >>> StableDiffusionPipeline.from_single_file(checkpoint, config=folder)
 
 An SD 1.5 file holds the original Stable Diffusion key layout (``model.diffusion_model.*``,
-``first_stage_model.*``, ``cond_stage_model.transformer.*``); a Z-Image file holds only the
+``first_stage_model.*``, ``cond_stage_model.transformer.*``); an SD 2 file has the OpenCLIP
+text encoder instead (``cond_stage_model.model.*``, q/k/v fused into ``in_proj``); an SDXL
+file has both of SDXL's encoders (``conditioner.embedders.0.transformer.*`` CLIP,
+``conditioner.embedders.1.model.*`` OpenCLIP with its projection); a Z-Image file holds only the
 transformer in the original Z-Image layout (fused ``attention.qkv``, ``x_embedder``,
 ``final_layer``), as ComfyUI ships it. Each is the inverse of what diffusers' single-file
 converter reads, so loading it exercises that converter.
@@ -171,6 +174,84 @@ def _z_image_checkpoint(pipeline_folder: Path) -> dict[str, torch.Tensor]:
     return _z_image_to_original(transformer.state_dict())
 
 
+def _clip_to_ldm(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """transformers CLIP keys under ``prefix``, with the ``text_model.`` level the original
+    layout has (transformers 5.6 flattened ``CLIPTextModel`` and dropped it)."""
+    return {
+        prefix + (key if key.startswith("text_model.") else f"text_model.{key}"): tensor
+        for key, tensor in state.items()
+    }
+
+
+#: transformers CLIP names -> OpenCLIP ones (inverse of diffusers' ``openclip`` mapping).
+_OPEN_CLIP_RENAMES = {
+    "text_model.encoder.layers.": "transformer.resblocks.",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    ".self_attn.": ".attn.",
+    ".mlp.fc1.": ".mlp.c_fc.",
+    ".mlp.fc2.": ".mlp.c_proj.",
+}
+
+
+def _open_clip_to_ldm(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A ``CLIPTextModelWithProjection`` as OpenCLIP keys under ``prefix`` (inverse of
+    diffusers' ``convert_open_clip_checkpoint``): q, k and v fused into ``in_proj_*``, the
+    projection stored transposed, as OpenCLIP multiplies by it from the right."""
+    import torch
+
+    # transformers 5.6 flattened CLIPTextModel (no ``text_model.`` level); put it back.
+    state = {
+        key if key.startswith(("text_model.", "text_projection.")) else f"text_model.{key}": value
+        for key, value in state.items()
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if ".self_attn.k_proj." in key or ".self_attn.v_proj." in key:
+            continue  # fused into the matching q_proj below
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = tensor.T
+            continue
+        if key == "text_model.embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = tensor
+            continue
+        if key == "text_model.embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = tensor
+            continue
+        if key.startswith("text_model.final_layer_norm."):
+            out[prefix + "ln_final." + key.rsplit(".", 1)[1]] = tensor
+            continue
+        if ".self_attn.q_proj." in key:
+            leaf = key.rsplit(".", 1)[1]
+            parts = [
+                state[key.replace(".q_proj.", f".{name}.")]
+                for name in ("q_proj", "k_proj", "v_proj")
+            ]
+            key, tensor = key.replace(f".q_proj.{leaf}", f".in_proj_{leaf}"), torch.cat(parts)
+        for transformers_name, open_clip_name in _OPEN_CLIP_RENAMES.items():
+            key = key.replace(transformers_name, open_clip_name)
+        out[prefix + key] = tensor
+    return out
+
+
+def _sdxl_checkpoint(pipeline_folder: Path) -> dict[str, torch.Tensor]:
+    diffusers: Any = importlib.import_module("diffusers")
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_folder, subfolder="unet")
+    vae = diffusers.AutoencoderKL.from_pretrained(pipeline_folder, subfolder="vae")
+    text_encoder = CLIPTextModel.from_pretrained(pipeline_folder, subfolder="text_encoder")
+    text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+        pipeline_folder, subfolder="text_encoder_2"
+    )
+    return {
+        **_unet_to_ldm(unet.state_dict(), int(unet.config.layers_per_block)),
+        **_vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)),
+        **_clip_to_ldm(text_encoder.state_dict(), "conditioner.embedders.0.transformer."),
+        **_open_clip_to_ldm(text_encoder_2.state_dict(), "conditioner.embedders.1.model."),
+    }
+
+
 def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
     """Write the SD 1.5 pipeline in ``pipeline_folder`` as one ``.safetensors`` checkpoint in
     the original Stable Diffusion layout (``model.diffusion_model.*``, ``first_stage_model.*``,
@@ -178,6 +259,9 @@ def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
 
     Load it back with ``StableDiffusionPipeline.from_single_file(path,
     config=pipeline_folder)``: the folder supplies the component configs and the tokenizer.
+    An SD 2 folder (linear transformer projections) gets the OpenCLIP text-encoder layout; a
+    ``StableDiffusionXLPipeline`` folder gives an SDXL file, loaded the same way with
+    ``StableDiffusionXLPipeline``.
     A ``ZImagePipeline`` folder gives a transformer-only file: load it with
     ``ZImageTransformer2DModel.from_single_file(path, config=pipeline_folder,
     subfolder="transformer")`` and the rest of the pipeline from the folder.
@@ -190,21 +274,27 @@ def save_single_file_checkpoint(pipeline_folder: Path, path: Path) -> Path:
     kind = index.get("_class_name")
     if kind == "ZImagePipeline":
         return _write(_z_image_checkpoint(pipeline_folder), Path(path))
+    if kind == "StableDiffusionXLPipeline":
+        return _write(_sdxl_checkpoint(pipeline_folder), Path(path))
     if kind != "StableDiffusionPipeline":
-        raise ValueError("single-file export is implemented for SD 1.5 and Z-Image pipelines only")
+        raise ValueError(
+            "single-file export is implemented for SD 1.5, SD 2, SDXL and Z-Image pipelines only"
+        )
     unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_folder, subfolder="unet")
     vae = diffusers.AutoencoderKL.from_pretrained(pipeline_folder, subfolder="vae")
     text_encoder = CLIPTextModel.from_pretrained(pipeline_folder, subfolder="text_encoder")
+    # SD 2.x is the SD 1.5 layout with linear transformer projections and an OpenCLIP text
+    # encoder (``cond_stage_model.model.*``), which is how diffusers' loader tells them apart.
+    sd2 = bool(unet.config.use_linear_projection)
+    text = (
+        _open_clip_to_ldm(text_encoder.state_dict(), "cond_stage_model.model.")
+        if sd2
+        else _clip_to_ldm(text_encoder.state_dict(), "cond_stage_model.transformer.")
+    )
     checkpoint = {
         **_unet_to_ldm(unet.state_dict(), int(unet.config.layers_per_block)),
         **_vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)),
-        # The original layout is the transformers CLIP one, with its ``text_model.`` level
-        # (transformers 5.6 flattened CLIPTextModel and dropped it).
-        **{
-            "cond_stage_model.transformer."
-            + (key if key.startswith("text_model.") else f"text_model.{key}"): tensor
-            for key, tensor in text_encoder.state_dict().items()
-        },
+        **text,
     }
     return _write(checkpoint, Path(path))
 

@@ -338,6 +338,37 @@ def test_zimage_single_file_draws_like_the_folder(
         single.close()
 
 
+def test_sd2_single_file_draws_like_the_folder(
+    engine: Engine,
+    folders: dict[ModelFamily, tuple[Path, Path]],
+    tmp_path: Path,
+    make_job: MakeJob,
+) -> None:
+    from nostr_imagegen.testing import save_single_file_checkpoint
+
+    # The SD 2 file holds the OpenCLIP text encoder (``cond_stage_model.model.*``, fused
+    # in_proj), not SD 1.5's transformers CLIP one.
+    folder, _ = folders[ModelFamily.SD2]
+    checkpoint = save_single_file_checkpoint(folder, tmp_path / "sd2.safetensors")
+    model = {
+        "source": str(checkpoint),
+        "family": "sd2",
+        "single_file_config": str(folder),
+        "steps": 2,
+        "guidance_scale": 3.0,
+        "native_size": 128,
+    }
+    single = Engine(EngineConfig.from_mapping({"models": {"two": model}, "device": "cpu"}))
+    try:
+        params = [("size", "64x64"), ("seed", "4")]
+        got = single.generate(make_job(("model", "two"), *params))
+        want = engine.generate(make_job(("model", "tiny-sd2"), *params))
+        assert got.images[0].size == want.images[0].size
+        assert np.array_equal(_pixels(got.images[0]), _pixels(want.images[0]))
+    finally:
+        single.close()
+
+
 def test_zimage_single_file_needs_its_config_folder(tmp_path: Path) -> None:
     checkpoint = tmp_path / "z.safetensors"
     checkpoint.write_bytes(b"")

@@ -320,6 +320,33 @@ def test_single_file_checkpoint_draws_like_the_folder(engine: Engine, make_job: 
     assert np.array_equal(pixels(folder.images[0]), pixels(single.images[0]))
 
 
+def test_sdxl_single_file_checkpoint_draws_like_the_folder(
+    engine: Engine, tiny_models: TinyModels, tmp_path: Any, make_job: MakeJob
+) -> None:
+    from nostr_imagegen.testing import save_single_file_checkpoint
+
+    # Both text encoders (``conditioner.embedders.0/1``) go through the file: a wrong or
+    # missing one changes the prompt embedding and so the pixels.
+    checkpoint = save_single_file_checkpoint(tiny_models.sdxl, tmp_path / "xl.safetensors")
+    model = {
+        "source": str(checkpoint),
+        "family": "sdxl",
+        "single_file_config": str(tiny_models.sdxl),
+        "steps": 2,
+        "guidance_scale": 5.0,
+        "native_size": 64,
+    }
+    single = Engine(EngineConfig.from_mapping({"models": {"xl": model}, "device": "cpu"}))
+    try:
+        params = [("ratio", "16:9"), ("seed", "13")]
+        got = single.generate(make_job(("model", "xl"), *params))
+        want = engine.generate(make_job(("model", "tiny-xl"), *params))
+        assert got.images[0].size == want.images[0].size
+        assert np.array_equal(pixels(got.images[0]), pixels(want.images[0]))
+    finally:
+        single.close()
+
+
 def test_pipeline_failure_is_an_engine_error_and_engine_survives(
     tiny_config: EngineConfig, make_job: MakeJob
 ) -> None:

@@ -175,3 +175,17 @@ def test_a_refined_size_still_keeps_the_side_limits(engine: Engine, make_job: Ma
     with pytest.raises(JobRejected, match="each side must be from") as refused:
         engine.plan(make_job(("size", f"{side}x64"), ("model", "tiny-refined")))
     assert refused.value.tag == ("param", "size", f"{side}x64")
+
+
+def test_extra_images_are_priced_from_the_engines_plan(engine: Engine, make_job: MakeJob) -> None:
+    # A priced DVM prices what the engine will run: three images cost two extra-image prices.
+    from nostr_imagegen.service.payment.pricing import ConfigPricing
+    from nostr_imagegen.service.payment.settings import PricingConfig
+
+    pricing = ConfigPricing(
+        PricingConfig(job_msats=1000, per_extra_image_msats=300),
+        plan=engine.plan,
+        default_steps={},
+    )
+    assert pricing(make_job(("num_images", "3"))) == 1000 + 2 * 300
+    assert pricing(make_job()) == 1000

@@ -8,8 +8,8 @@ per megapixel, per step above the model's default, per extra image and per LoRA.
           + per_lora_msats * len(loras)
 
 The job's model, size and steps are the engine's plan of it (``Engine.plan``: what will
-actually run), so a request cannot get a discount by leaving a param out. The engine makes
-one image per job today, so ``per_extra_image_msats`` applies to plans that say otherwise.
+actually run), so a request cannot get a discount by leaving a param out; ``images`` is the
+plan's ``num_images`` (``["param", "num_images", "N"]``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def price_plan(pricing: PricingConfig, plan: Any, *, default_steps: int | None) 
     total += math.ceil(pricing.per_megapixel_msats * dimensions.width * dimensions.height / 1e6)
     if default_steps is not None:
         total += pricing.per_step_msats * max(0, int(plan.steps) - default_steps)
-    images = int(getattr(plan, "images", 1))
+    images = int(getattr(plan, "num_images", 1))
     total += pricing.per_extra_image_msats * max(0, images - 1)
     total += pricing.per_lora_msats * len(plan.loras)
     return int(min(total, MAX_MSATS))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from enum import StrEnum
 
 from nostr_imagegen.errors import EncryptionError, NostrImagegenError
@@ -73,18 +74,8 @@ def encrypt(
         raise EncryptionError(f"unknown encryption scheme {scheme!r}") from None
     if not isinstance(plaintext, str):
         raise EncryptionError("plaintext must be a str")
-    try:
-        if chosen is EncryptionScheme.NIP04:
-            payload = keys.nip04_encrypt(peer_pubkey, plaintext)
-        else:
-            payload = keys.nip44_encrypt(peer_pubkey, plaintext)
-    except NostrImagegenError:
-        raise
-    except Exception as exc:  # a foreign signer's own error
-        raise EncryptionError(f"{chosen.value}: the signer could not encrypt: {exc}") from exc
-    if not isinstance(payload, str):
-        raise EncryptionError(f"{chosen.value}: the signer returned {type(payload).__name__}")
-    return payload
+    method = keys.nip04_encrypt if chosen is EncryptionScheme.NIP04 else keys.nip44_encrypt
+    return _ask_signer(chosen, "encrypt", lambda: method(peer_pubkey, plaintext))
 
 
 def decrypt(payload: str, keys: Signer, peer_pubkey: str) -> tuple[str, EncryptionScheme]:
@@ -97,15 +88,20 @@ def decrypt(payload: str, keys: Signer, peer_pubkey: str) -> tuple[str, Encrypti
         longest = nip44.MAX_PAYLOAD_CHARS
     if len(payload) > longest:
         raise EncryptionError(f"{scheme.value}: payload is longer than {longest} characters")
+    method = keys.nip04_decrypt if scheme is EncryptionScheme.NIP04 else keys.nip44_decrypt
+    return _ask_signer(scheme, "decrypt", lambda: method(peer_pubkey, payload)), scheme
+
+
+def _ask_signer(scheme: EncryptionScheme, verb: str, call: Callable[[], object]) -> str:
+    """Run one of a signer's encrypt/decrypt methods: our own errors pass through, a foreign
+    signer's own exception becomes ``EncryptionError`` (its cause kept), and its answer must
+    be a str."""
     try:
-        if scheme is EncryptionScheme.NIP04:
-            plaintext = keys.nip04_decrypt(peer_pubkey, payload)
-        else:
-            plaintext = keys.nip44_decrypt(peer_pubkey, payload)
+        answer = call()
     except NostrImagegenError:
         raise
     except Exception as exc:  # a foreign signer's own error
-        raise EncryptionError(f"{scheme.value}: the signer could not decrypt: {exc}") from exc
-    if not isinstance(plaintext, str):
-        raise EncryptionError(f"{scheme.value}: the signer returned {type(plaintext).__name__}")
-    return plaintext, scheme
+        raise EncryptionError(f"{scheme.value}: the signer could not {verb}: {exc}") from exc
+    if not isinstance(answer, str):
+        raise EncryptionError(f"{scheme.value}: the signer returned {type(answer).__name__}")
+    return answer

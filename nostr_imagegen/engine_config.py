@@ -180,6 +180,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: The largest ``max_batch`` a model may set.
+MAX_BATCH: Final = 16
+
+
 class RefineConfig(_Section):
     """A refining upscale (A1111's "hires fix") for a model: the generated image is
     upscaled, then redrawn by an img2img pass at low strength with the same prompt.
@@ -224,6 +228,9 @@ class ModelConfig(_Section):
     default_sampler: str | None = None
     #: Most images one job may ask for (``["param", "num_images", "N"]``).
     max_images: int = Field(default=4, ge=1, le=MAX_IMAGES_PER_JOB)
+    #: Most queued jobs one pipeline call generates together (same size, steps, guidance,
+    #: sampler and LoRAs; text-to-image). 1: each job alone. Memory grows with it.
+    max_batch: int = Field(default=1, ge=1, le=MAX_BATCH)
     #: A refining upscale for this model (``[models.X.refine]``); None: plain upscaling.
     refine: RefineConfig | None = None
     # Memory and speed (applied on load by ``nostr_imagegen.engine.memory``).

@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "EncryptionError",
     "EngineError",
+    "EngineUnavailable",
     "EventError",
     "FetchError",
     "InvalidEventId",
@@ -156,6 +157,11 @@ class EngineError(NostrImagegenError):
 
 class JobCancelled(EngineError):
     """The job was cancelled (by the customer or at shutdown) between two denoising steps."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine running a job went away mid-job (a Ray worker died, a GPU was lost): the job
+    did not fail, and may run again on another engine."""
 
 
 class ServiceError(NostrImagegenError):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import secrets
 import threading
 import time
@@ -50,24 +49,30 @@ from PIL import Image, ImageOps
 
 from nostr_imagegen.engine import batch, refine
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
-from nostr_imagegen.engine.encode import output_type
 from nostr_imagegen.engine.families import family_spec
-from nostr_imagegen.engine.family_rules import check_model_config, family_decision, model_params
 from nostr_imagegen.engine.memory import check_memory_options
 from nostr_imagegen.engine.pipelines import LoadedModel, PipelineCache, PipelineLoader
+from nostr_imagegen.engine.planner import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    EngineOffer,
+    GenerationPlan,
+    OfferedLora,
+    OfferedModel,
+    Planner,
+    format_number,
+)
 from nostr_imagegen.engine.refine import RefinePlan
 from nostr_imagegen.engine.registry import Registry
 from nostr_imagegen.engine.samplers import (
     check_sampler_packages,
-    choose_sampler,
-    offered_samplers,
     sampler_applied,
 )
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
-from nostr_imagegen.engine_config import EngineConfig, EngineLimits
+from nostr_imagegen.engine_config import EngineConfig
 from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, NostrImagegenError
-from nostr_imagegen.imagejob.dimensions import Dimensions, ModelFamily, job_dimensions
-from nostr_imagegen.imagejob.model import ImageJob, Ratio
+from nostr_imagegen.imagejob.model import ImageJob
 
 __all__ = [
     "DEFAULT_GUIDANCE_SCALE",
@@ -83,10 +88,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Stable Diffusion 1.5's defaults; each family's own are in ``engine.families``.
-DEFAULT_STEPS: Final = family_spec(ModelFamily.SD15).steps
-DEFAULT_GUIDANCE_SCALE: Final = family_spec(ModelFamily.SD15).guidance_scale
-DEFAULT_STRENGTH: Final = 0.75
 #: Seeds drawn for jobs that give none: 32 bits, like most front ends, so they can be retyped.
 _SEED_BITS: Final = 32
 
@@ -95,38 +96,6 @@ Progress = Callable[[int, int], None]
 
 class _Interrupted(Exception):
     """Raised inside the step callback to leave the denoising loop at once."""
-
-
-def _format_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationPlan:
-    """What a job will run as, decided before any model is loaded."""
-
-    model: str
-    family: ModelFamily
-    loras: tuple[tuple[str, float], ...]
-    dimensions: Dimensions
-    steps: int
-    guidance_scale: float
-    #: img2img strength; None for text-to-image.
-    strength: float | None
-    #: MIME type the images will be encoded as (``image/png``, ``image/jpeg``, ``image/webp``).
-    output: str
-    #: Sampler name (``nostr_imagegen.sampler_names``); None: the model's own scheduler.
-    sampler: str | None = None
-    #: Images generated in the one pipeline call (``["param", "num_images", "N"]``).
-    num_images: int = 1
-    #: The refine pass after generation (``engine.refine``); None: plain upscaling.
-    refine: RefinePlan | None = None
-    #: The negative prompt the pipeline gets (None when the job has none or it is ignored).
-    negative_prompt: str | None = None
-    #: FLUX.1's second guidance pass, when the model's config turns it on.
-    true_cfg_scale: float | None = None
-    #: Params of the job dropped because the model's ``ignore_unsupported`` lists them.
-    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +132,7 @@ class GenerationResult:
             "seed": str(self.seed),
             "model": self.model,
             "steps": str(self.steps),
-            "guidance_scale": _format_number(self.guidance_scale),
+            "guidance_scale": format_number(self.guidance_scale),
             "size": f"{self.width}x{self.height}",
         }
         if self.negative_prompt:
@@ -173,54 +142,12 @@ class GenerationResult:
         if len(self.seeds) > 1:
             data["seeds"] = ", ".join(str(seed) for seed in self.seeds)
         if self.loras:
-            data["loras"] = ", ".join(f"{n}:{_format_number(w)}" for n, w in self.loras)
+            data["loras"] = ", ".join(f"{n}:{format_number(w)}" for n, w in self.loras)
         if self.strength is not None:
-            data["strength"] = _format_number(self.strength)
+            data["strength"] = format_number(self.strength)
         if (self.output_width, self.output_height) != (self.width, self.height):
             data["output_size"] = f"{self.output_width}x{self.output_height}"
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class OfferedModel:
-    name: str
-    family: ModelFamily
-    default: bool
-    #: The sampler names its requests may give.
-    samplers: tuple[str, ...] = ()
-    #: Most images one job may ask for.
-    max_images: int = 1
-    #: The request params it takes (``family_rules.model_params``).
-    params: tuple[str, ...] = ()
-    #: Params it drops instead of refusing the job (its ``ignore_unsupported``).
-    ignores: tuple[str, ...] = ()
-    #: Largest square it generates under the limits, ``"WxH"``.
-    max_size: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OfferedLora:
-    name: str
-    family: ModelFamily
-    weight: float
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOffer:
-    """What this engine serves, for NIP-89 handler information (``build_handler_info``)."""
-
-    models: tuple[OfferedModel, ...]
-    loras: tuple[OfferedLora, ...]
-    ratios: tuple[Ratio, ...]
-    limits: EngineLimits
-
-    @property
-    def model_names(self) -> list[str]:
-        return [model.name for model in self.models]
-
-    @property
-    def lora_names(self) -> list[str]:
-        return [lora.name for lora in self.loras]
 
 
 class Engine:
@@ -241,10 +168,8 @@ class Engine:
         loader: PipelineLoader | None = None,
         upscaler: Upscaler | None = None,
     ) -> None:
-        for name, model in config.models.items():
-            check_model_config(name, model)
+        self._planner = Planner(config)
         self._config = config
-        self._registry = Registry(config)
         self._device = select_device(device if device is not None else config.device)
         self._dtype = select_dtype(self._device, dtype if dtype is not None else config.dtype)
         check_memory_options(config, self._device)
@@ -273,38 +198,20 @@ class Engine:
 
     @property
     def registry(self) -> Registry:
-        return self._registry
+        return self._planner.registry
 
     def offered(self) -> EngineOffer:
         """The models, LoRAs, ratios and limits this engine serves."""
-        names = self._registry.model_names()
-        models = tuple(self._offered_model(name, name == names[0]) for name in names)
-        loras = tuple(
-            OfferedLora(name, lora.family, lora.weight) for name, lora in self._config.loras.items()
-        )
-        return EngineOffer(
-            models=models, loras=loras, ratios=tuple(Ratio), limits=self._config.limits
-        )
+        return self._planner.offered()
 
-    def _offered_model(self, name: str, default: bool) -> OfferedModel:
-        model = self._config.models[name]
-        limits = self._config.limits
-        multiple = model.family.multiple
-        side = min(limits.max_side, math.isqrt(limits.max_pixels)) // multiple * multiple
-        return OfferedModel(
-            name,
-            model.family,
-            default,
-            params=model_params(model, loras=bool(self._registry.lora_names(model.family))),
-            ignores=tuple(model.ignore_unsupported),
-            max_size=f"{side}x{side}",
-            samplers=offered_samplers(model),
-            max_images=model.max_images,
-        )
+    def plan(self, job: ImageJob, *, img2img: bool | None = None) -> GenerationPlan:
+        """Check ``job`` and decide how it runs (``Planner.plan``); raises ``JobRejected``.
+        Cheap: nothing is loaded."""
+        return self._planner.plan(job, img2img=img2img)
 
     def warm(self, model_name: str | None = None) -> None:
         """Load a model (the default one when None) and the upscaler now, not on first job."""
-        name, _ = self._registry.resolve_model(model_name)
+        name, _ = self.registry.resolve_model(model_name)
         self._cache.get(name)
         self._get_upscaler()
 
@@ -312,76 +219,6 @@ class Engine:
         """Unload every model. The engine loads them again if used afterwards."""
         with self._lock:
             self._cache.clear()
-
-    def plan(self, job: ImageJob, *, img2img: bool | None = None) -> GenerationPlan:
-        """Check ``job`` against the offer and the limits; raises ``JobRejected``.
-
-        Everything that can be decided without a model is decided here: the model and
-        LoRAs offered, sizes, steps, guidance, strength and the output type. Only what
-        depends on a loaded pipeline (whether it takes a negative prompt, can alter images)
-        is left to ``generate``. ``img2img`` says whether an input image will be given
-        (default: when the job has an image URL). Cheap: nothing is loaded.
-        """
-        if img2img is None:
-            img2img = job.image_url is not None
-        output = output_type(job, self._config.output)
-        name, model = self._registry.resolve_model(job.model)
-        loras = self._registry.resolve_loras(job.loras, model.family)
-        limits = self._config.limits
-        dimensions = refine.refined_dimensions(
-            job,
-            model.family,
-            model,
-            limits=limits.dimension_limits(),
-            default_upscale=self._config.upscaler.default_factor,
-        ) or job_dimensions(
-            job,
-            model.family,
-            native_size=model.native_size,
-            limits=limits.dimension_limits(),
-            default_upscale=self._config.upscaler.default_factor,
-        )
-        sampler = choose_sampler(job, name, model)
-        num_images = batch.images_asked(job, name, model)
-        steps = self._steps(job, model.steps, model.family, limits)
-        guidance = self._guidance(job, model.guidance_scale, model.family, limits)
-        family = family_decision(name, model, job, guidance_scale=guidance, img2img=img2img)
-        strength: float | None = None
-        if img2img:
-            strength = job.strength if job.strength is not None else model.strength
-            if strength is None:
-                strength = DEFAULT_STRENGTH
-            if not 0.0 < strength <= 1.0:
-                raise JobRejected(
-                    f"strength {strength:g} must be above 0 and at most 1",
-                    tag=("param", "strength", _format_number(strength)),
-                )
-            # diffusers runs int(steps * strength) steps; at least one is needed.
-            if int(steps * strength) < 1:
-                needed = math.ceil(1 / strength)
-                if job.steps is not None or needed > limits.max_steps:
-                    raise JobRejected(
-                        f"{steps} steps at strength {strength:g} leave no step to run; "
-                        f"use at least {needed} steps or a higher strength",
-                        tag=("param", "steps", str(steps)),
-                    )
-                steps = needed  # the model's default is a preference, not the customer's ask
-        return GenerationPlan(
-            model=name,
-            family=model.family,
-            loras=tuple(loras),
-            dimensions=dimensions,
-            steps=steps,
-            guidance_scale=guidance,
-            strength=strength,
-            output=output,
-            sampler=sampler,
-            num_images=num_images,
-            refine=refine.refine_plan(model.refine, dimensions, steps),
-            negative_prompt=family.negative_prompt,
-            true_cfg_scale=family.true_cfg_scale,
-            ignored=family.ignored,
-        )
 
     def generate(
         self,
@@ -401,38 +238,6 @@ class Engine:
             return self._run(job, plan, seed, init_image, progress, cancel)
 
     # ----- internals -------------------------------------------------------------------
-
-    @staticmethod
-    def _steps(
-        job: ImageJob, default: int | None, family: ModelFamily, limits: EngineLimits
-    ) -> int:
-        if job.steps is None:
-            if default is not None:
-                return default
-            return min(family_spec(family).steps, limits.max_steps)
-        if not 1 <= job.steps <= limits.max_steps:
-            raise JobRejected(
-                f"{job.steps} steps are not served here; use 1 to {limits.max_steps}",
-                tag=("param", "steps", str(job.steps)),
-            )
-        return job.steps
-
-    @staticmethod
-    def _guidance(
-        job: ImageJob, default: float | None, family: ModelFamily, limits: EngineLimits
-    ) -> float:
-        if job.guidance_scale is None:
-            if default is not None:
-                return default
-            return min(family_spec(family).guidance_scale, limits.max_guidance_scale)
-        value = float(job.guidance_scale)
-        if not (math.isfinite(value) and 0.0 <= value <= limits.max_guidance_scale):
-            raise JobRejected(
-                f"guidance_scale {value:g} is not served here; use 0 to "
-                f"{_format_number(limits.max_guidance_scale)}",
-                tag=("param", "guidance_scale", _format_number(value)),
-            )
-        return value
 
     def _run(
         self,
@@ -659,7 +464,7 @@ class Engine:
 def _refine_tag(job: ImageJob) -> tuple[str, ...]:
     """The param that made a job need a refine pass: its upscale, else its size."""
     if job.upscale is not None:
-        return ("param", "upscale", _format_number(job.upscale))
+        return ("param", "upscale", format_number(job.upscale))
     if job.size is not None:
         return ("param", "size", f"{job.size[0]}x{job.size[1]}")
     return ("param", "upscale")  # the operator's default_factor

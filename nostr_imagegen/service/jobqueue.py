@@ -34,6 +34,10 @@ class ActiveJob:
     cancel_reason: str | None = None
     #: The task waiting for payment, while there is one.
     waiter: asyncio.Task[None] | None = None
+    #: What ``EngineLike.plan`` decided at acceptance (``engine.planner.GenerationPlan`` for
+    #: the library's engine): the scheduler routes by its ``model`` and batches by its
+    #: ``batch_key``; None or another object: no affinity, no batching.
+    plan: object | None = None
 
 
 class JobQueue:

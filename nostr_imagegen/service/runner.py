@@ -449,12 +449,12 @@ class JobRunner:
             await self._jobs.reject(job, relay_url, refusal.reason)
             return
         try:
-            self._check_plan(job)
+            plan = self._check_plan(job)
         except JobRejected as exc:
             await self._jobs.reject(job, relay_url, str(exc))
             return
         reply_relays = self._outbox.reply_relays(job)
-        active = ActiveJob(job=job, relay=relay_url, reply_relays=reply_relays)
+        active = ActiveJob(job=job, relay=relay_url, reply_relays=reply_relays, plan=plan)
         if state is JobState.RECEIVED:
             await self._ledger_io(
                 self.ledger.transition, job.id, JobState.ACCEPTED, reply_relays=reply_relays
@@ -550,10 +550,11 @@ class JobRunner:
             limits=self.job_limits,
         )
 
-    def _check_plan(self, job: ImageJob) -> None:
+    def _check_plan(self, job: ImageJob) -> object:
         """Reject what the engine cannot serve (model, size, steps...) before queueing or
-        asking for payment. ``Engine.plan`` is cheap: nothing is loaded."""
-        self.engines[0].plan(job)
+        asking for payment; the plan routes the job. ``Engine.plan`` is cheap: nothing is
+        loaded."""
+        return self.engines[0].plan(job)
 
     async def _pay_then_enqueue(self, active: ActiveJob, state: JobState) -> None:
         if self._payment_flow is not None:

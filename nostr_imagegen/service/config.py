@@ -54,6 +54,8 @@ sit at the top level beside these sections::
     wait_s = 120.0
     [metrics]                              # /metrics, /healthz and the status page
     listen = "127.0.0.1:9464"
+    [engine]                               # several engines, batching, Ray: docs/scaling.md
+    backend = "local"
 
 Relative paths (ledger, key file, storage folder) are relative to the configuration file.
 
@@ -92,6 +94,7 @@ from nostr_imagegen.service.metrics.config import MetricsConfig
 from nostr_imagegen.service.origins import MAX_ALLOW_HOSTS, normalize_origin
 from nostr_imagegen.service.payment.settings import PaymentConfig, PricingConfig
 from nostr_imagegen.service.policy.config import PolicyConfig
+from nostr_imagegen.service.scaling import EngineSection
 
 if TYPE_CHECKING:
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -315,6 +318,8 @@ class ServiceConfig(EngineConfig):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     chaining: ChainingConfig = Field(default_factory=ChainingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    #: How many engines, where they run, how jobs reach them: docs/scaling.md.
+    engine: EngineSection = Field(default_factory=EngineSection)
     #: Prices and how they are paid (``service.payment.settings``); free by default.
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     payment: PaymentConfig = Field(default_factory=PaymentConfig)

@@ -326,19 +326,18 @@ class Engine:
         """
         if not requests:
             raise ValueError("generate_batch needs at least one request")
-        outcomes: list[GenerationResult | NostrImagegenError | None] = [None] * len(requests)
-        members: list[_Member] = []
-        positions: list[int] = []
-        for position, request in enumerate(requests):
+        planned: list[_Member | JobRejected] = []
+        for request in requests:
             if request.job.image_url is not None:
                 raise ValueError(f"job {request.job.id[:12]} alters an image: it runs alone")
             try:
                 plan = self.plan(request.job, img2img=False)
             except JobRejected as rejected:
-                outcomes[position] = rejected
+                planned.append(rejected)
                 continue
-            members.append(_Member.of(request.job, plan, request.progress, request.cancel))
-            positions.append(position)
+            planned.append(_Member.of(request.job, plan, request.progress, request.cancel))
+        members = [member for member in planned if isinstance(member, _Member)]
+        ran: list[GenerationResult | NostrImagegenError] = []
         if members:
             self._check_batch(members)
             try:
@@ -346,9 +345,8 @@ class Engine:
                     ran = self._run(members, None)
             except NostrImagegenError as failed:  # the whole call failed: every job's outcome
                 ran = [failed] * len(members)
-            for position, outcome in zip(positions, ran, strict=True):
-                outcomes[position] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        outcomes = iter(ran)
+        return [next(outcomes) if isinstance(item, _Member) else item for item in planned]
 
     # ----- internals -------------------------------------------------------------------
 
@@ -389,13 +387,13 @@ class Engine:
             refine_steps=refine_steps,
         )
         if watch.all_stopped():
-            return _stopped(watch)
+            return list(watch.outcomes())
         entry = self._cache.get(plan.model)
         lora_names = [name for name, _ in plan.loras]
         if lora_names:
             self._cache.ensure_loras(entry, lora_names)
         if watch.all_stopped():
-            return _stopped(watch)
+            return list(watch.outcomes())
         pipeline = entry.img2img() if init_image is not None else entry.text2img
         if pipeline is None:
             raise EngineError(f"model {plan.model!r} was unloaded during the job")
@@ -408,7 +406,7 @@ class Engine:
                 entry, plan, lambda: self._generate(entry, pipeline, plan, kwargs, expected)
             )
         except Interrupted:
-            return _stopped(watch)
+            return list(watch.outcomes())
         outcomes: list[GenerationResult | NostrImagegenError] = []
         for index, member in enumerate(members):
             stopped = watch.stopped[index]
@@ -600,11 +598,6 @@ def _accepted_only(
             tag=("param", "negative_prompt", plan.negative_prompt[:64]),
         )
     return {key: value for key, value in kwargs.items() if key in accepted}
-
-
-def _stopped(watch: StepWatch) -> list[GenerationResult | NostrImagegenError]:
-    """The outcomes of a call whose every job was stopped before it ended."""
-    return [stopped for stopped in watch.stopped if stopped is not None]
 
 
 def _prepare_init_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:

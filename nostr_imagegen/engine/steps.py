@@ -59,6 +59,13 @@ class StepWatch:
                 self.stopped[index] = JobCancelled("the job was cancelled")
         return all(stopped is not None for stopped in self.stopped)
 
+    def outcomes(self) -> list[NostrImagegenError]:
+        """Each job's error, once ``all_stopped()`` said no job is left."""
+        stopped = [error for error in self.stopped if error is not None]
+        if len(stopped) != len(self.stopped):
+            raise RuntimeError("outcomes() of a call that still serves a job")
+        return stopped
+
     def on_step_end(
         self, pipe: Any, step: int, timestep: Any, tensors: Mapping[str, Any]
     ) -> Mapping[str, Any]:

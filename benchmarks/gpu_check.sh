@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# GPU check for one CUDA device (an H200 in mind): seconds per image and peak GPU memory for
-# SD 1.5, SDXL and FLUX.1 at real sizes with random weights, with each memory and speed
-# option, and a batch of N images vs. single jobs. See benchmarks/gpu_check.py.
+# GPU check for one CUDA device (an H200 in mind), random weights at real sizes:
+#  - batching (first): SD 1.5 (512) and SDXL (1024) with their real text encoders, batches of
+#    1/2/4/8 compatible jobs through Engine.generate_batch: images per second, peak memory,
+#    ratio to a batch of 1;
+#  - options: seconds per image and peak GPU memory for SD 1.5, SDXL and FLUX.1 with each
+#    memory and speed option, and a batch of N images vs. single jobs.
+# See benchmarks/gpu_check.py.
 #
 #   OUT=/some/folder benchmarks/gpu_check.sh      # results: $OUT/gpu_check.{txt,json}
 #   PYTHON=/path/to/python benchmarks/gpu_check.sh
+#   benchmarks/gpu_check.sh --sections batching --batch-sizes 1,2,4,8,16   # one section
 #
 # Needs torch with CUDA and diffusers (the engine extra); no network. Bounded to about
 # 8 minutes: the Python side stops starting cases after BUDGET_S seconds (default 420) and a

@@ -51,6 +51,7 @@ PUBLIC: dict[str, dict[str, str]] = {
         "sign_event": "nostr_imagegen.nostr.event",
     },
     "nostr_imagegen.engine": {
+        "BatchRequest": "nostr_imagegen.engine.batch",
         "CacheConfig": "nostr_imagegen.engine_config",
         "ConfigError": "nostr_imagegen.errors",
         "EncodedImage": "nostr_imagegen.engine.encode",

@@ -12,9 +12,11 @@ The public names of the engine layer are the ones ``__all__`` lists below; the m
     engine = Engine(config)
     plan = engine.plan(job)                       # raises JobRejected before any GPU time
     result = engine.generate(job)
+    outcomes = engine.generate_batch([BatchRequest(job_a), BatchRequest(job_b)])  # one call
     files = encode_result(job, result, config.output)   # no job details in an encrypted job's file
 """
 
+from nostr_imagegen.engine.batch import BatchRequest
 from nostr_imagegen.engine.encode import EncodedImage, encode_image, encode_result, output_type
 from nostr_imagegen.engine.generate import (
     Engine,
@@ -46,6 +48,7 @@ from nostr_imagegen.engine_config import (
 from nostr_imagegen.errors import ConfigError, EngineError, JobCancelled
 
 __all__ = [
+    "BatchRequest",
     "CacheConfig",
     "ConfigError",
     "EncodedImage",

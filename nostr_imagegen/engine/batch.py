@@ -1,4 +1,6 @@
-"""Several images per job: ``["param", "num_images", "N"]``, generated in one pipeline call.
+"""Several images in one pipeline call: a job's ``num_images``, and several jobs batched.
+
+Several images per job: ``["param", "num_images", "N"]``, generated in one pipeline call.
 
     count = images_asked(job, "tiny", model_config)  # 1 when absent; JobRejected beyond max
     seeds = image_seeds(seed, count)                 # (seed, seed + 1, ..., seed + N - 1)
@@ -8,11 +10,25 @@ Image ``k`` of a job with seed ``S`` is drawn from its own generator seeded ``S 
 convention of A1111's batches), so it is the picture a one-image job with seed ``S + k``
 gives, up to the rounding of batched kernels: a customer can ask for four, pick one and
 retype its seed. The result carries every seed (``GenerationResult.seeds``).
+
+Several jobs per call: text-to-image jobs whose plans have equal ``batch_key`` (same model,
+LoRAs, sampler, size, steps, guidance, image count) share one call, up to the model's
+``max_batch``; each keeps its own prompt, seeds, progress and cancel flag:
+
+    outcomes = engine.generate_batch([BatchRequest(job_a, progress=report_a), BatchRequest(job_b)])
+    # [GenerationResult | NostrImagegenError, ...] in request order
+
+The call gets the prompts as a list and ``num_images_per_prompt = N``; diffusers lays the
+images out prompt by prompt (job 0's N images, then job 1's...), the order the generators
+are given in, so every image is the one its job would have drawn alone, up to the rounding
+of batched kernels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -20,12 +36,22 @@ from nostr_imagegen.engine_config import ModelConfig
 from nostr_imagegen.errors import JobRejected
 from nostr_imagegen.imagejob.model import ImageJob
 
-__all__ = ["NUM_IMAGES_PARAM", "generators", "image_seeds", "images_asked"]
+__all__ = ["NUM_IMAGES_PARAM", "BatchRequest", "generators", "image_seeds", "images_asked"]
 
 #: The request param asking for several images: ``["param", "num_images", "4"]``.
 NUM_IMAGES_PARAM = "num_images"
 #: Seeds stay below this (torch generators take 64-bit seeds; the parser's bound).
 _SEED_LIMIT = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One job of ``Engine.generate_batch``, with its own progress callback and cancel flag
+    (the same meaning as ``Engine.generate``'s)."""
+
+    job: ImageJob
+    progress: Callable[[int, int], None] | None = None
+    cancel: threading.Event | None = None
 
 
 def images_asked(job: ImageJob, model_name: str, model: ModelConfig) -> int:

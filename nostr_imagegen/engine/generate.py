@@ -26,10 +26,19 @@ What a job may ask for and what it gets:
 - ``output``: the type its images are encoded as (``encode.output_type``); one the encoder
   cannot write is rejected by ``plan``, before anything is loaded or generated.
 
-One job runs at a time per engine (a lock). Nothing survives a job: LoRA adapters are
-enabled for the job and disabled afterwards whatever happens, the generator is the job's own,
-and a failed job (out of memory, a pipeline error) raises ``EngineError`` and leaves the
-engine usable. ``cancel`` is checked between denoising steps (``JobCancelled``).
+Batches (``engine.batch``): ``generate_batch`` runs text-to-image jobs whose plans share a
+``batch_key`` in one pipeline call (up to the model's ``max_batch``), each with its own
+prompt, seeds, progress and cancel flag; a cancelled job gets ``JobCancelled`` while the
+others finish. ``loaded_models()`` and ``loads`` tell a scheduler which models are warm.
+
+    outcomes = engine.generate_batch([BatchRequest(job_a), BatchRequest(job_b, cancel=flag)])
+
+One pipeline call runs at a time per engine (a lock): diffusers pipelines and schedulers are
+not re-entrant, so a solo job and a batch never enter the pipeline together. Nothing
+survives a call: LoRA adapters are enabled for it and disabled afterwards whatever happens,
+the generators are the jobs' own, and a failed call (out of memory, a pipeline error) raises
+``EngineError`` (a batch: each job's outcome) and leaves the engine usable. ``cancel`` is
+checked between denoising steps (``JobCancelled``).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -48,6 +57,7 @@ import torch
 from PIL import Image, ImageOps
 
 from nostr_imagegen.engine import batch, refine
+from nostr_imagegen.engine.batch import BatchRequest
 from nostr_imagegen.engine.device import generator_device, select_device, select_dtype
 from nostr_imagegen.engine.families import family_spec
 from nostr_imagegen.engine.memory import check_memory_options
@@ -69,9 +79,10 @@ from nostr_imagegen.engine.samplers import (
     check_sampler_packages,
     sampler_applied,
 )
+from nostr_imagegen.engine.steps import Interrupted, Progress, StepWatch
 from nostr_imagegen.engine.upscale import LanczosUpscaler, SpandrelUpscaler, Upscaler, upscale_image
 from nostr_imagegen.engine_config import EngineConfig
-from nostr_imagegen.errors import EngineError, JobCancelled, JobRejected, NostrImagegenError
+from nostr_imagegen.errors import EngineError, JobRejected, NostrImagegenError
 from nostr_imagegen.imagejob.model import ImageJob
 
 __all__ = [
@@ -90,12 +101,6 @@ logger = logging.getLogger(__name__)
 
 #: Seeds drawn for jobs that give none: 32 bits, like most front ends, so they can be retyped.
 _SEED_BITS: Final = 32
-
-Progress = Callable[[int, int], None]
-
-
-class _Interrupted(Exception):
-    """Raised inside the step callback to leave the denoising loop at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,59 @@ class GenerationResult:
         if (self.output_width, self.output_height) != (self.width, self.height):
             data["output_size"] = f"{self.output_width}x{self.output_height}"
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """One job of a pipeline call: the job, its plan, its seeds, its progress and cancel."""
+
+    job: ImageJob
+    plan: GenerationPlan
+    seeds: tuple[int, ...]
+    progress: Progress | None
+    cancel: threading.Event | None
+
+    @classmethod
+    def of(
+        cls,
+        job: ImageJob,
+        plan: GenerationPlan,
+        progress: Progress | None,
+        cancel: threading.Event | None,
+    ) -> _Member:
+        seed = job.seed if job.seed is not None else secrets.randbits(_SEED_BITS)
+        return cls(job, plan, batch.image_seeds(seed, plan.num_images), progress, cancel)
+
+    def result(self, images: tuple[Image.Image, ...], elapsed: float) -> GenerationResult:
+        plan = self.plan
+        logger.info(
+            "job %s: %s %dx%d, %d steps, seed %d, %.2fs",
+            self.job.id[:12],
+            plan.model,
+            plan.dimensions.width,
+            plan.dimensions.height,
+            plan.steps,
+            self.seeds[0],
+            elapsed,
+        )
+        return GenerationResult(
+            images=images,
+            seed=self.seeds[0],
+            model=plan.model,
+            loras=plan.loras,
+            width=plan.dimensions.width,
+            height=plan.dimensions.height,
+            output_width=plan.dimensions.output_width,
+            output_height=plan.dimensions.output_height,
+            steps=plan.steps,
+            guidance_scale=plan.guidance_scale,
+            strength=plan.strength,
+            prompt=self.job.prompt,
+            negative_prompt=plan.negative_prompt,
+            elapsed=elapsed,
+            seeds=self.seeds,
+            sampler=plan.sampler,
+        )
 
 
 class Engine:
@@ -220,6 +278,20 @@ class Engine:
         with self._lock:
             self._cache.clear()
 
+    def loaded_models(self) -> frozenset[str]:
+        """The models loaded now: jobs for them start without a load."""
+        return frozenset(self._cache.loaded())
+
+    @property
+    def loads(self) -> int:
+        """How many times a model was loaded since the engine started (cache hits are not
+        loads; a model evicted and needed again is loaded again)."""
+        return self._cache.loads
+
+    def max_batch(self, model: str) -> int:
+        """Most jobs of ``model`` one ``generate_batch`` call takes (``[models.X] max_batch``)."""
+        return self._planner.max_batch(model)
+
     def generate(
         self,
         job: ImageJob,
@@ -233,113 +305,148 @@ class Engine:
         if job.image_url is not None and init_image is None:
             raise EngineError("the job asks to alter an image: fetch it and pass it as init_image")
         plan = self.plan(job, img2img=init_image is not None)
-        seed = job.seed if job.seed is not None else secrets.randbits(_SEED_BITS)
+        member = _Member.of(job, plan, progress, cancel)
         with self._lock:
-            return self._run(job, plan, seed, init_image, progress, cancel)
+            (outcome,) = self._run([member], init_image)
+        if isinstance(outcome, NostrImagegenError):
+            raise outcome
+        return outcome
+
+    def generate_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[GenerationResult | NostrImagegenError]:
+        """Run text-to-image jobs that share a batch key in one pipeline call; see the
+        module docstring. Returns each request's outcome, in order: its result, or the
+        error that ended it (``JobRejected`` from planning it, ``JobCancelled``, an
+        ``EngineError`` of the whole call). Never raises those.
+
+        Raises ``ValueError`` for a batch that cannot be one (a programmer's error): no
+        request, a job with an input image or a refine pass (no batch key), plans with
+        different keys, or more jobs than the model's ``max_batch``.
+        """
+        if not requests:
+            raise ValueError("generate_batch needs at least one request")
+        planned: list[_Member | JobRejected] = []
+        for request in requests:
+            if request.job.image_url is not None:
+                raise ValueError(f"job {request.job.id[:12]} alters an image: it runs alone")
+            try:
+                plan = self.plan(request.job, img2img=False)
+            except JobRejected as rejected:
+                planned.append(rejected)
+                continue
+            planned.append(_Member.of(request.job, plan, request.progress, request.cancel))
+        members = [member for member in planned if isinstance(member, _Member)]
+        ran: list[GenerationResult | NostrImagegenError] = []
+        if members:
+            self._check_batch(members)
+            try:
+                with self._lock:
+                    ran = self._run(members, None)
+            except NostrImagegenError as failed:  # the whole call failed: every job's outcome
+                ran = [failed] * len(members)
+        outcomes = iter(ran)
+        return [next(outcomes) if isinstance(item, _Member) else item for item in planned]
 
     # ----- internals -------------------------------------------------------------------
 
+    def _check_batch(self, members: Sequence[_Member]) -> None:
+        key = members[0].plan.batch_key
+        for member in members:
+            if member.plan.batch_key is None:
+                raise ValueError(
+                    f"job {member.job.id[:12]} runs alone (img2img or a refine pass): no batch"
+                )
+            if member.plan.batch_key != key:
+                raise ValueError(
+                    f"job {member.job.id[:12]} cannot share a call with job "
+                    f"{members[0].job.id[:12]}: their plans differ ({member.plan.batch_key} "
+                    f"vs {key})"
+                )
+        model = members[0].plan.model
+        if len(members) > self.max_batch(model):
+            raise ValueError(
+                f"{len(members)} jobs in one call, above max_batch={self.max_batch(model)} "
+                f"of model {model!r}"
+            )
+
     def _run(
-        self,
-        job: ImageJob,
-        plan: GenerationPlan,
-        seed: int,
-        init_image: Image.Image | None,
-        progress: Progress | None,
-        cancel: threading.Event | None,
-    ) -> GenerationResult:
+        self, members: Sequence[_Member], init_image: Image.Image | None
+    ) -> list[GenerationResult | NostrImagegenError]:
+        """One pipeline call for ``members`` (one job, or a batch sharing a key; their plan
+        is the first's but for prompts, seeds and output sizes). An error of the whole call is
+        raised; a job stopped on its own (cancelled) gets its error as its outcome."""
         started = time.monotonic()
-        _check_cancel(cancel)
+        plan = members[0].plan
+        refine_steps = (
+            int(plan.refine.steps * plan.refine.strength) if plan.refine is not None else 0
+        )
+        watch = StepWatch(
+            [(member.progress, member.cancel) for member in members],
+            steps=plan.steps,
+            refine_steps=refine_steps,
+        )
+        if watch.all_stopped():
+            return list(watch.outcomes())
         entry = self._cache.get(plan.model)
         lora_names = [name for name, _ in plan.loras]
         if lora_names:
             self._cache.ensure_loras(entry, lora_names)
-        _check_cancel(cancel)
+        if watch.all_stopped():
+            return list(watch.outcomes())
         pipeline = entry.img2img() if init_image is not None else entry.text2img
         if pipeline is None:
             raise EngineError(f"model {plan.model!r} was unloaded during the job")
         if plan.refine is not None:
-            refine.check_refinable(entry.text2img, plan.model, _refine_tag(job))
-        seeds = batch.image_seeds(seed, plan.num_images)
-        kwargs = self._call_arguments(job, plan, seeds, pipeline, init_image, progress, cancel)
-        images = self._call(entry, plan, lambda: self._generate(entry, pipeline, plan, kwargs))
-        finished = tuple(self._finish(image, plan) for image in images)
-        elapsed = time.monotonic() - started
-        logger.info(
-            "job %s: %s %dx%d, %d steps, seed %d, %.2fs",
-            job.id[:12],
-            plan.model,
-            plan.dimensions.width,
-            plan.dimensions.height,
-            plan.steps,
-            seed,
-            elapsed,
-        )
-        return GenerationResult(
-            images=finished,
-            seed=seed,
-            model=plan.model,
-            loras=plan.loras,
-            width=plan.dimensions.width,
-            height=plan.dimensions.height,
-            output_width=plan.dimensions.output_width,
-            output_height=plan.dimensions.output_height,
-            steps=plan.steps,
-            guidance_scale=plan.guidance_scale,
-            strength=plan.strength,
-            prompt=job.prompt,
-            negative_prompt=plan.negative_prompt,
-            elapsed=elapsed,
-            seeds=seeds,
-            sampler=plan.sampler,
-        )
+            refine.check_refinable(entry.text2img, plan.model, _refine_tag(members[0].job))
+        kwargs = self._call_arguments(members, pipeline, init_image, watch)
+        expected = plan.num_images * len(members)
+        try:
+            images = self._call(
+                entry, plan, lambda: self._generate(entry, pipeline, plan, kwargs, expected)
+            )
+        except Interrupted:
+            return list(watch.outcomes())
+        outcomes: list[GenerationResult | NostrImagegenError] = []
+        for index, member in enumerate(members):
+            stopped = watch.stopped[index]
+            if stopped is not None:
+                outcomes.append(stopped)
+                continue
+            own = images[index * plan.num_images : (index + 1) * plan.num_images]
+            finished = tuple(self._finish(image, member.plan) for image in own)
+            outcomes.append(member.result(finished, time.monotonic() - started))
+        return outcomes
 
     def _call_arguments(
         self,
-        job: ImageJob,
-        plan: GenerationPlan,
-        seeds: tuple[int, ...],
+        members: Sequence[_Member],
         pipeline: Any,
         init_image: Image.Image | None,
-        progress: Progress | None,
-        cancel: threading.Event | None,
+        watch: StepWatch,
     ) -> dict[str, Any]:
+        plan = members[0].plan
         accepted = inspect.signature(pipeline.__call__).parameters
+        # One generator per image, job by job: the order diffusers lays out the images in.
+        seeds = [seed for member in members for seed in member.seeds]
         generator = batch.generators(generator_device(self._device), seeds)
-        # A refine pass runs after the generation: progress counts both in one total.
-        refine_steps = (
-            int(plan.refine.steps * plan.refine.strength) if plan.refine is not None else 0
-        )
-        first_pass = [0]  # the generation's step count, once it has finished
-
-        def on_step_end(
-            pipe: Any, step: int, timestep: Any, tensors: Mapping[str, Any]
-        ) -> Mapping[str, Any]:
-            if cancel is not None and cancel.is_set():
-                raise _Interrupted
-            total = int(getattr(pipe, "num_timesteps", plan.steps))
-            if progress is not None:
-                # Steps of the refine pass follow the generation's: one count for the job.
-                before = first_pass[0]
-                progress(before + step + 1, (before or total) + refine_steps)
-            if step + 1 == total and not first_pass[0]:
-                first_pass[0] = total
-            return tensors
-
+        prompts = [member.job.prompt for member in members]
         spec = family_spec(plan.family)
         kwargs: dict[str, Any] = {
-            "prompt": job.prompt,
+            # A lone job's prompt stays a string: the refine pass repeats it per image.
+            "prompt": prompts[0] if len(members) == 1 else prompts,
             "num_inference_steps": plan.steps,
             spec.guidance_argument: plan.guidance_scale,
             "generator": generator,
             "num_images_per_prompt": plan.num_images,
             "output_type": "pil",
-            "callback_on_step_end": on_step_end,
+            "callback_on_step_end": watch.on_step_end,
             # Sizes are decided once, by job_dimensions; Sana would re-bin them.
             "use_resolution_binning": False,
         }
-        if plan.negative_prompt is not None:
-            kwargs["negative_prompt"] = plan.negative_prompt
+        if plan.negative_prompt is not None:  # the batch key: all jobs have one, or none
+            negatives = [member.plan.negative_prompt for member in members]
+            kwargs["negative_prompt"] = negatives[0] if len(members) == 1 else negatives
         elif spec.guidance_argument == "true_cfg_scale":
             # Qwen-Image guides only against a negative prompt; without one the scale does
             # nothing, and passing it makes the pipeline log a warning for every job.
@@ -354,10 +461,15 @@ class Engine:
         return _accepted_only(kwargs, accepted, plan, pipeline)
 
     def _generate(
-        self, entry: LoadedModel, pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
+        self,
+        entry: LoadedModel,
+        pipeline: Any,
+        plan: GenerationPlan,
+        kwargs: dict[str, Any],
+        expected: int,
     ) -> list[Image.Image]:
-        """The pipeline call of the job, then its refine pass when it has one."""
-        images = self._pipeline_call(pipeline, plan, kwargs)
+        """The pipeline call (``expected`` images), then the refine pass of a job that has one."""
+        images = self._pipeline_call(pipeline, plan, kwargs, expected)
         if plan.refine is None:
             return images
         dimensions = plan.dimensions
@@ -369,12 +481,14 @@ class Engine:
             output_size=(dimensions.output_width, dimensions.output_height),
             multiple=plan.family.multiple,
             call_arguments=kwargs,
-            run=lambda img2img, refine_kwargs: self._pipeline_call(img2img, plan, refine_kwargs),
+            run=lambda img2img, refine_kwargs: self._pipeline_call(
+                img2img, plan, refine_kwargs, expected
+            ),
         )
 
     @staticmethod
     def _pipeline_call(
-        pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any]
+        pipeline: Any, plan: GenerationPlan, kwargs: dict[str, Any], expected: int
     ) -> list[Image.Image]:
         with sampler_applied(
             pipeline, plan.sampler, model=plan.model, generator=kwargs.get("generator")
@@ -383,8 +497,8 @@ class Engine:
         images = list(output.images)
         if not images or not all(isinstance(image, Image.Image) for image in images):
             raise EngineError("the pipeline returned no image")
-        if len(images) != plan.num_images:
-            raise EngineError(f"the pipeline returned {len(images)} images, not {plan.num_images}")
+        if len(images) != expected:
+            raise EngineError(f"the pipeline returned {len(images)} images, not {expected}")
         return images
 
     def _refine_upscaler(self, plan: RefinePlan) -> Upscaler:
@@ -402,8 +516,8 @@ class Engine:
             finally:
                 if plan.loras:
                     self._reset_loras(entry)
-        except _Interrupted:
-            raise JobCancelled("the job was cancelled") from None
+        except Interrupted:
+            raise  # every job of the call was stopped: _run gives each its own outcome
         except torch.OutOfMemoryError as exc:
             self._after_out_of_memory()
             raise EngineError(
@@ -484,11 +598,6 @@ def _accepted_only(
             tag=("param", "negative_prompt", plan.negative_prompt[:64]),
         )
     return {key: value for key, value in kwargs.items() if key in accepted}
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise JobCancelled("the job was cancelled")
 
 
 def _prepare_init_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:

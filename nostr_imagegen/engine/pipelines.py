@@ -2,6 +2,7 @@
 
     cache = PipelineCache(config, device="cuda", dtype=torch.float16)
     model = cache.get("sdxl-turbo")          # loads on first use, then least-recently-used
+    cache.loads                              # models loaded so far (hits are not loads)
     model.text2img(prompt=..., ...)          # the text-to-image pipeline
     model.img2img()(prompt=..., image=...)   # derived with from_pipe: the same weights
     cache.ensure_loras(model, ["pixel-art"]) # named adapters, loaded once per pipeline
@@ -218,6 +219,7 @@ class PipelineCache:
         self._lock = threading.Lock()  # guards the two dicts below; never held while loading
         self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._loads = 0
 
     @property
     def device(self) -> str:
@@ -226,6 +228,12 @@ class PipelineCache:
     @property
     def dtype(self) -> torch.dtype:
         return self._dtype
+
+    @property
+    def loads(self) -> int:
+        """Models loaded since this cache was made (a cache hit is not a load; a model
+        evicted and needed again counts again): how a scheduler's affinity shows."""
+        return self._loads
 
     def loaded(self) -> list[str]:
         """Names of the loaded models, least recently used first."""
@@ -261,6 +269,7 @@ class PipelineCache:
             entry = self._load(name, model)
             with self._lock:
                 self._entries[name] = entry
+                self._loads += 1
                 evicted = self._pop_over_budget(keep=name)
             self._free(evicted)
             return entry

@@ -95,8 +95,15 @@ def start_ray_workers(
     for index in range(section.workers):
         name = worker_name(index)
         actor = _actor(ray, functools.partial(start, name), name, digest)
+        stats = ray.get(actor.stats.remote(), timeout=_START_TIMEOUT_S)
         slots.append(
-            RaySlot(actor, name=f"ray-worker-{index}", planner=planner, on_close=one_closed)
+            RaySlot(
+                actor,
+                name=f"ray-worker-{index}",
+                planner=planner,
+                loaded=frozenset(stats["loaded_models"]),
+                on_close=one_closed,
+            )
         )
     logger.info("%d Ray worker(s) in namespace %s", len(slots), section.namespace)
     return slots

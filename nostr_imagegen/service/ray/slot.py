@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nostr_imagegen.errors import (
@@ -53,9 +53,10 @@ _PROBE_TIMEOUT_S = 30.0
 class RaySlot:
     """One worker actor as an ``EngineSlot`` (see the module doc).
 
-    ``kill_on_close``: ``close()`` ends the actor (the slots ``build_ray_slots`` made);
-    False for a second view over an actor someone else owns. ``on_close`` runs after the
-    slot closed (``build_ray_slots`` disconnects from Ray when the last one has)."""
+    ``loaded``: the models the actor holds already (one found again after a restart of the
+    front). ``kill_on_close``: ``close()`` ends the actor (the slots ``build_ray_slots``
+    made); False for a second view over an actor someone else owns. ``on_close`` runs after
+    the slot closed (``build_ray_slots`` disconnects from Ray when the last one has)."""
 
     def __init__(
         self,
@@ -63,8 +64,9 @@ class RaySlot:
         *,
         name: str,
         planner: Planner,
+        loaded: frozenset[str] = frozenset(),
         kill_on_close: bool = True,
-        on_close: Any = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.actor = actor
         self._name = name
@@ -72,7 +74,7 @@ class RaySlot:
         self._kill_on_close = kill_on_close
         self._on_close = on_close
         self._available = True
-        self._loaded: frozenset[str] = frozenset()
+        self._loaded = loaded
         self._probe: asyncio.Task[None] | None = None
         self._closed = False
 

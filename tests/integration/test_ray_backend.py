@@ -81,13 +81,19 @@ def engine_config(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ray-models")
-    common = {"steps": 2, "guidance_scale": 5.0, "native_size": 64}
+    common: dict[str, Any] = {"steps": 2, "guidance_scale": 5.0, "native_size": 64}
     sd15 = build_tiny_pipeline(root / "sd15", ModelFamily.SD15, seed=0)
     sdxl = build_tiny_pipeline(root / "sdxl", ModelFamily.SDXL, seed=0)
     return EngineConfig.from_mapping(
         {
             "models": {
-                "tiny": {"source": str(sd15), "family": "sd15", "default": True, **common},
+                "tiny": {
+                    "source": str(sd15),
+                    "family": "sd15",
+                    "default": True,
+                    "max_batch": 2,
+                    **common,
+                },
                 "tiny-xl": {"source": str(sdxl), "family": "sdxl", **common},
             },
             "limits": {"max_steps": 200},
@@ -229,6 +235,18 @@ async def test_a_job_comes_back_as_encoded_images_with_progress(slots: list[RayS
     assert picture.size == (64, 64) == (image.width, image.height)
     assert steps.seen == [(1, 2), (2, 2)]
     assert "tiny" in slots[0].loaded_models()
+
+
+async def test_two_jobs_alike_in_one_call_each_get_their_images_and_progress(
+    slots: list[RaySlot],
+) -> None:
+    steps = [Steps(), Steps()]
+    jobs = [make_job("first", (*SMALL, ("seed", "1"))), make_job("second", (*SMALL, ("seed", "2")))]
+    outcomes = await slots[0].run([task(job, seen) for job, seen in zip(jobs, steps, strict=True)])
+    assert all(isinstance(outcome, list) and len(outcome) == 1 for outcome in outcomes), outcomes
+    first, second = (outcome[0] for outcome in outcomes if isinstance(outcome, list))
+    assert first.sha256 != second.sha256  # each its own prompt and seed
+    assert [seen.seen[-1] for seen in steps] == [(2, 2), (2, 2)]
 
 
 async def test_a_job_the_engine_rejects_fails_alone(slots: list[RaySlot]) -> None:

@@ -216,14 +216,13 @@ class EngineWorker:
         flags: dict[str, threading.Event],
         progress: dict[str, Callable[[int, int], None]],
     ) -> list[Any]:
-        """One result or exception per task: one batched call when the engine has one and
-        the tasks are text-to-image, else the tasks one after another."""
+        """One result or exception per task: one batched call when the tasks can share one,
+        else the tasks one after another."""
         from nostr_imagegen.engine import batch as batching
 
         batch = getattr(engine, "generate_batch", None)
         request_type = getattr(batching, "BatchRequest", None)
-        text_only = all(task.init_image is None for task in tasks)
-        if len(tasks) > 1 and batch is not None and request_type is not None and text_only:
+        if batch is not None and request_type is not None and _batchable(engine, tasks):
             requests = [
                 request_type(job=t.job, progress=progress[t.job.id], cancel=flags[t.job.id])
                 for t in tasks
@@ -279,6 +278,30 @@ class EngineWorker:
         if callable(loaded):
             return frozenset(loaded())
         return frozenset(self._engine.cache.loaded())
+
+
+def _batchable(engine: Engine, tasks: Sequence[WireTask]) -> bool:
+    """Whether ``tasks`` can share one pipeline call: more than one, text-to-image, equal
+    batch keys, no more than the model's ``max_batch``. The front sends only such groups;
+    anything else runs one by one rather than failing every job of the call. A job whose
+    plan is rejected does not count (the batch call answers it with its rejection)."""
+    from nostr_imagegen.errors import JobRejected
+
+    if len(tasks) < 2 or any(task.init_image is not None for task in tasks):
+        return False
+    keys = set()
+    models = set()
+    for task in tasks:
+        try:
+            plan = engine.plan(task.job, img2img=False)
+        except JobRejected:
+            continue
+        keys.add(plan.batch_key)
+        models.add(plan.model)
+    if len(keys) != 1 or None in keys:
+        return False
+    (model,) = models
+    return len(tasks) <= engine.config.models[model].max_batch
 
 
 def _decode(data: bytes | None) -> Image.Image | None:

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -215,6 +216,44 @@ def decoded(image: StoredImage) -> Any:
     with Image.open(io.BytesIO(image.data)) as opened:
         opened.load()
         return opened.copy()
+
+
+# -- connecting ---------------------------------------------------------------------------
+
+_CONNECT = """
+import sys
+{prelude}
+from nostr_imagegen.errors import ConfigError
+from nostr_imagegen.service.ray.cluster import start_or_connect
+from nostr_imagegen.service.scaling import RaySection
+try:
+    start_or_connect(RaySection(address={address!r}))
+except ConfigError as exc:
+    print("ConfigError:", exc)
+"""
+
+
+def _connect_in_a_new_process(address: str | None, prelude: str = "") -> str:
+    code = _CONNECT.format(prelude=prelude, address=address)
+    env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    return done.stdout
+
+
+def test_an_address_where_nothing_listens_is_a_config_error_at_once(
+    free_port_factory: Any,
+) -> None:
+    address = f"127.0.0.1:{free_port_factory()}"
+    out = _connect_in_a_new_process(address)
+    assert f"ConfigError: [engine.ray]: nothing answers at address '{address}'" in out
+
+
+def test_without_ray_installed_the_error_names_the_extra() -> None:
+    out = _connect_in_a_new_process(None, prelude="sys.modules['ray'] = None")
+    assert "ConfigError:" in out
+    assert "ray extra" in out
 
 
 # -- through RaySlot ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from nostr_imagegen.errors import ConfigError
 from nostr_imagegen.service.scaling import RaySection
@@ -37,6 +38,8 @@ _ALWAYS = {"RAY_USAGE_STATS_ENABLED": "0"}
 #: For a local cluster: without this Ray swaps 127.0.0.1 for the machine's address and
 #: binds its GCS, raylet and workers on every interface.
 _LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: How long the head's port may take to accept a connection.
+_REACH_TIMEOUT_S = 5.0
 
 
 def start_or_connect(
@@ -76,12 +79,15 @@ def start_or_connect(
             )
             logger.info("started a local Ray cluster on 127.0.0.1")
         else:
+            _check_reachable(section.address)
             ray.init(
                 address=section.address,
                 namespace=section.namespace,
                 configure_logging=False,
             )
             logger.info("connected to the Ray cluster at %s", section.address)
+    except ConfigError:
+        raise
     except Exception as exc:
         ray.shutdown()  # ends what a half-done start left running
         where = section.address or "a local cluster on 127.0.0.1"
@@ -89,6 +95,21 @@ def start_or_connect(
             f"[engine.ray]: cannot connect to {where} ({type(exc).__name__}: {exc})"
         ) from exc
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` where nothing listens fails now, not after Ray's minutes of retries."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": Ray resolves them itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_REACH_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"[engine.ray]: nothing answers at address {address!r} ({exc}); is the head "
+            "started (ray start --head) and the port open to this machine?"
+        ) from exc
 
 
 def disconnect() -> None:

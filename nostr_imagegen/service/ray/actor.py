@@ -144,45 +144,62 @@ class EngineWorker:
         for job_id, flag in flags.items():
             if job_id in self._early_cancels:
                 flag.set()
-        async with self._one_run:
-            self._flags.update(flags)
-            loop = asyncio.get_running_loop()
-            messages: asyncio.Queue[Message] = asyncio.Queue()
-
-            def report(job_id: str) -> Callable[[int, int], None]:
-                def progress(step: int, total: int) -> None:  # in the engine's thread
-                    self._stepping.add(job_id)
-                    loop.call_soon_threadsafe(messages.put_nowait, Progress(job_id, step, total))
-
-                return progress
-
-            work = loop.run_in_executor(
-                self._thread, self._generate, tasks, flags, {i: report(i) for i in flags}
-            )
-            try:
-                while not work.done() or not messages.empty():
-                    getter = asyncio.ensure_future(messages.get())
-                    either: set[asyncio.Future[Any]] = {getter, work}
-                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield getter.result()
+        # Registered before waiting for the engine: a cancel may come while another run holds it.
+        self._flags.update(flags)
+        try:
+            async with self._one_run:
+                outcomes: list[Outcome] = []
+                async for message in self._stream(tasks, flags):
+                    if isinstance(message, Outcome):
+                        outcomes.append(message)
                     else:
-                        getter.cancel()
-                outcomes = work.result()
-            except asyncio.CancelledError:
-                getter.cancel()
-                # ray.cancel of the stream: the engine stops at its next step; the thread
-                # stays this actor's only one, so the next run waits for it.
-                for flag in flags.values():
-                    flag.set()
-                raise
-            finally:
-                for job_id in flags:
-                    self._flags.pop(job_id, None)
-                    self._stepping.discard(job_id)
+                        yield message
+        finally:
+            for job_id in flags:
+                self._flags.pop(job_id, None)
+                self._stepping.discard(job_id)
         for outcome in outcomes:
             yield outcome
         yield Done(loaded_models=tuple(sorted(self._loaded())), loads=self._loads)
+
+    async def _stream(
+        self, tasks: Sequence[WireTask], flags: dict[str, threading.Event]
+    ) -> AsyncIterator[Progress | Outcome]:
+        """The engine's work in its thread: progress as it comes, then the outcomes."""
+        loop = asyncio.get_running_loop()
+        messages: asyncio.Queue[Progress] = asyncio.Queue()
+
+        def report(job_id: str) -> Callable[[int, int], None]:
+            def progress(step: int, total: int) -> None:  # in the engine's thread
+                self._stepping.add(job_id)
+                loop.call_soon_threadsafe(messages.put_nowait, Progress(job_id, step, total))
+
+            return progress
+
+        work = loop.run_in_executor(
+            self._thread, self._generate, tasks, flags, {i: report(i) for i in flags}
+        )
+        getter: asyncio.Future[Progress] | None = None
+        try:
+            while not work.done() or not messages.empty():
+                getter = asyncio.ensure_future(messages.get())
+                either: set[asyncio.Future[Any]] = {getter, work}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+        except asyncio.CancelledError:
+            # ray.cancel of the stream: the engine stops at its next step. The thread stays
+            # this actor's only one, so the next run waits for it to finish.
+            for flag in flags.values():
+                flag.set()
+            raise
+        finally:
+            if getter is not None:
+                getter.cancel()
+        for outcome in work.result():
+            yield outcome
 
     def _generate(
         self,

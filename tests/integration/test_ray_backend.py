@@ -350,6 +350,22 @@ async def test_a_worker_killed_mid_job_gives_unavailable_and_rejoins(
     assert (await slot.stats())["loads"] == 1
 
 
+async def test_a_restarted_front_finds_its_workers_with_their_models(
+    slots: list[RaySlot], engine_config: EngineConfig
+) -> None:
+    await slots[0].run([task(make_job("warm"))])
+    pids = [await slot.pid() for slot in slots]
+    section = RaySection(workers=2, num_gpus=0, num_cpus=1, max_restarts=3)
+    # What a new front process does at start: the same names in the same namespace.
+    found = await asyncio.to_thread(
+        start_ray_workers, engine_config, section, EncodeSettings(), torch_threads=1
+    )
+    assert [await slot.pid() for slot in found] == pids
+    assert found[0].loaded_models() == {"tiny"}  # routed to at once, no reload
+    [outcome] = await found[0].run([task(make_job("through the found worker"))])
+    assert isinstance(outcome, list)
+
+
 # -- through a real relay and the runner --------------------------------------------------
 
 

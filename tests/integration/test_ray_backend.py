@@ -259,9 +259,28 @@ def test_without_ray_installed_the_error_names_the_extra() -> None:
 # -- through RaySlot ----------------------------------------------------------------------
 
 
-def test_the_cluster_listens_on_loopback_only(ray_cluster: str) -> None:
+def test_the_cluster_listens_on_loopback_only(ray_cluster: str, workers: list[RaySlot]) -> None:
+    import psutil  # a dependency of Ray
+
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    ours = {int(line.split()[0]) for line in _ray_processes(ray_cluster)}
+    ours |= {int(line.split()[0]) for line in _ray_processes("ray::EngineWorker")}
+    listening = {
+        (conn.pid, conn.laddr.ip)
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in ours
+    }
+    assert listening, "no Ray listener found"
+    assert all(_loopback(ip) for _, ip in listening), listening
+
+
+def _loopback(text: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(text)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 async def test_a_job_comes_back_as_encoded_images_with_progress(slots: list[RaySlot]) -> None:

@@ -111,6 +111,18 @@ def _ray_processes(marker: str) -> list[str]:
     return [line for line in found.stdout.splitlines() if "pgrep" not in line]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _token_removed_afterwards() -> Iterator[None]:
+    """The module's token file goes, and the environment is as before, whatever ran."""
+    yield
+    for name, value in _ENV_BEFORE.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(_TOKEN_DIR, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A local Ray cluster on 127.0.0.1 with 2 CPUs, its token in ``_TOKEN``; every Ray
@@ -134,18 +146,12 @@ def ray_cluster() -> Iterator[str]:
         disconnect()
         os.environ.clear()
         os.environ.update(saved)
-        for name, value in _ENV_BEFORE.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         for _ in range(100):
             if not _ray_processes(session):
                 break
             threading.Event().wait(0.1)
         left = _ray_processes(session)
         shutil.rmtree(session, ignore_errors=True)
-        shutil.rmtree(_TOKEN_DIR, ignore_errors=True)
         assert not left, f"Ray processes left running: {left}"
 
 

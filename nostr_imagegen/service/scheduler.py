@@ -137,6 +137,7 @@ class Scheduler:
         else:
             self._running[failed_on].remove(entry)
         entry.avoid.add(failed_on)
+        self._assigned.pop(failed_on, None)  # what it held went away with its engine
         self._queue.append(entry)
         self._queue.sort(key=lambda e: e.order)
         self._changed.set()
@@ -208,15 +209,23 @@ class Scheduler:
             if entry.model is None or entry.model in mine:
                 return entry
         holders = {other: self._models_of(other) for other in self._others(slot)}
+
+        def held_by(entry: _Entry) -> list[int]:
+            """The other slots holding its model (not those it failed on)."""
+            return [
+                other
+                for other, models in holders.items()
+                if entry.model in models and other not in entry.avoid
+            ]
+
         for entry in candidates:  # (c)
-            if not any(entry.model in models for models in holders.values()):
+            if not held_by(entry):
                 return entry
         backlog: dict[str | None, int] = {}
         for entry in self._queue:
             backlog[entry.model] = backlog.get(entry.model, 0) + 1
         for entry in candidates:  # (d)
-            held_by = [other for other, models in holders.items() if entry.model in models]
-            all_busy = all(other in self._busy for other in held_by)
+            all_busy = all(other in self._busy for other in held_by(entry))
             if all_busy and backlog[entry.model] >= self._settings.spill_after:
                 return entry
         return None

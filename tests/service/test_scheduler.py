@@ -134,7 +134,8 @@ async def test_a_backlog_of_a_busy_model_spills_to_a_free_slot_past_spill_after(
     third = job("a")
     sched.put(third)
     await settle()
-    assert free.done() and free.result() == [backlog[0]]  # the third one spills
+    assert free.done()
+    assert free.result() == [backlog[0]]
 
 
 async def test_no_job_is_passed_over_longer_than_max_wait_under_a_skewed_mix(
@@ -245,7 +246,8 @@ async def test_removed_jobs_leave_the_queue_and_positions_follow(clock: FakeCloc
     sched = scheduler(FakeSlot(), clock=clock, capacity=3)
     jobs = [job("a"), job("a"), job("b")]
     assert [sched.put(active) for active in jobs] == [1, 2, 3]
-    assert sched.full() and len(sched) == 3
+    assert sched.full()
+    assert len(sched) == 3
     assert sched.put(job("c")) is None  # full
     assert sched.remove(jobs[0]) is True
     assert sched.remove(jobs[0]) is False

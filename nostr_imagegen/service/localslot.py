@@ -101,6 +101,8 @@ class LocalSlot:
         return outcomes
 
     def _generate_one(self, task: EngineTask) -> GenerationLike | NostrImagegenError:
+        if task.active.cancel.is_set():  # cancelled while the tasks before it ran
+            return JobCancelled("cancelled before it started")
         with job_context(task.active.job.id):
             try:
                 generated = self.engine.generate(

@@ -290,11 +290,7 @@ class JobRunner:
 
     def _local_slots(self, engines: Sequence[PlannerLike]) -> tuple[EngineSlot, ...]:
         """One ``LocalSlot`` per engine, encoding with the ``[output]`` options."""
-        encode = EncodeSettings(
-            default_output=self.options.default_output,
-            embed_metadata=self.options.embed_metadata,
-            quality=self.options.quality,
-        )
+        encode = encode_settings(self.options)
         slots: list[EngineSlot] = []
         for index, engine in enumerate(engines):
             if not callable(getattr(engine, "generate", None)):
@@ -722,3 +718,12 @@ class JobRunner:
         return handler_info_template(
             self.announcement, self.engines[0].offered(), self.accepted_kinds
         )
+
+
+def encode_settings(options: RunnerOptions) -> EncodeSettings:
+    """How slots encode images for a runner with ``options`` (the ``[output]`` knobs)."""
+    return EncodeSettings(
+        default_output=options.default_output,
+        embed_metadata=options.embed_metadata,
+        quality=options.quality,
+    )

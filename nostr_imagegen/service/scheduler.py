@@ -167,7 +167,7 @@ class Scheduler:
             head = self._choose(slot)
             if head is not None:
                 break
-            await self._wait(self._next_look(slot))
+            await self._wait(self._next_look())
         self._busy.add(slot)
         batch = [head]
         self._queue.remove(head)
@@ -250,14 +250,15 @@ class Scheduler:
                 self._queue.remove(entry)
                 batch.append(entry)
 
-    def _next_look(self, slot: int) -> float | None:
-        """How long a slot without a job may sleep: until the oldest job becomes overdue,
-        at most ``_RECHECK_S`` while jobs wait; without end when nothing does."""
+    def _next_look(self) -> float | None:
+        """How long a slot without a job may sleep: until the next job becomes overdue, at
+        most ``_RECHECK_S`` while jobs wait; without end when nothing does. (A job overdue
+        already but not for this slot wakes it by other means: a slot coming free.)"""
         if not self._queue:
             return None
-        oldest = min(entry.since for entry in self._queue)
-        overdue_in = oldest + self._settings.max_wait_s - self._clock()
-        return max(0.0, min(overdue_in, _RECHECK_S))
+        now, bound = self._clock(), self._settings.max_wait_s
+        upcoming = [e.since + bound - now for e in self._queue if e.since + bound > now]
+        return min([*upcoming, _RECHECK_S])
 
     async def _wait(self, timeout: float | None) -> None:
         """Until something changed (a job queued, a slot free) or ``timeout`` passed."""

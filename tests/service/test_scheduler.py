@@ -29,12 +29,17 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.zero_sleeps = 0
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:  # as asyncio.sleep(0): back at once
+            self.zero_sleeps += 1
+            await asyncio.sleep(0)
+            return
         wake = asyncio.get_running_loop().create_future()
         self._sleepers.append((self.now + seconds, wake))
         await wake
@@ -313,3 +318,23 @@ async def test_a_cancelled_take_puts_its_jobs_back(clock: FakeClock) -> None:
     taking.cancel()
     await settle()
     assert sched.ids() == [first.job.id]
+
+
+async def test_an_overdue_job_another_slot_must_take_does_not_spin_the_waiting_one(
+    clock: FakeClock,
+) -> None:
+    sched = scheduler(FakeSlot(), FakeSlot(), clock=clock, max_wait_s=10.0)
+    other, died = job("b"), job("a")
+    sched.put(other)
+    assert await sched.take(1) == [other]  # slot 1 is busy
+    sched.put(died)
+    assert await sched.take(0) == [died]
+    sched.requeue(died, failed_on=0)  # it waits for slot 1
+    clock.advance(20.0)  # overdue, but not for slot 0
+    taking = asyncio.create_task(sched.take(0))
+    await settle()
+    assert not taking.done()
+    assert clock.zero_sleeps == 0  # asleep on a timer, not spinning
+    sched.done(1)
+    assert await sched.take(1) == [died]
+    taking.cancel()

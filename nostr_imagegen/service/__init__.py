@@ -66,6 +66,7 @@ from nostr_imagegen.service.config import (
 from nostr_imagegen.service.fetch import FetchedImage, FetchPolicy, fetch_image
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
 from nostr_imagegen.service.localrelay import LocalRelay
+from nostr_imagegen.service.localslot import LocalSlot
 from nostr_imagegen.service.logging_json import JsonFormatter
 from nostr_imagegen.service.metrics import MetricsConfig, OpsServer, ServiceMetrics
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
@@ -85,6 +86,7 @@ from nostr_imagegen.service.policy import (
 )
 from nostr_imagegen.service.relay import PublishResult, RelayOutcome, RelayPool, RelayStatus
 from nostr_imagegen.service.runner import JobRunner
+from nostr_imagegen.service.scaling import SchedulerSettings
 from nostr_imagegen.service.seams import (
     ClientPoolLike,
     EngineLike,
@@ -92,10 +94,12 @@ from nostr_imagegen.service.seams import (
     NamedOffer,
     OfferLike,
     PaymentCheck,
+    PlannerLike,
     PricingPolicy,
     PublishOutcome,
     RelayPoolLike,
 )
+from nostr_imagegen.service.slots import EncodeSettings, EngineSlot, EngineTask
 from nostr_imagegen.service.upload import (
     BlossomHost,
     ImageHost,
@@ -116,8 +120,11 @@ __all__ = [
     "ChainResolver",
     "ClientPoolLike",
     "ConfigPricing",
+    "EncodeSettings",
     "EndOfStoredEvents",
     "EngineLike",
+    "EngineSlot",
+    "EngineTask",
     "EventReceived",
     "FetchError",
     "FetchPolicy",
@@ -139,6 +146,7 @@ __all__ = [
     "LnbitsPayer",
     "LocalFolderHost",
     "LocalRelay",
+    "LocalSlot",
     "MetricsConfig",
     "NamedOffer",
     "Nip96Host",
@@ -152,6 +160,7 @@ __all__ = [
     "PaymentError",
     "PaymentRefused",
     "PaymentSettings",
+    "PlannerLike",
     "PolicyConfig",
     "PricingPolicy",
     "PromptPolicy",
@@ -175,6 +184,7 @@ __all__ = [
     "RequestPolicy",
     "RunnerOptions",
     "RunnerStats",
+    "SchedulerSettings",
     "ServiceConfig",
     "ServiceError",
     "ServiceMetrics",

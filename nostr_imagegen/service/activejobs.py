@@ -18,10 +18,11 @@ from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.imagejob.results import JobStatus
 from nostr_imagegen.nostr.event import Event
 from nostr_imagegen.service.background import LedgerThread
-from nostr_imagegen.service.jobqueue import ActiveJob, JobQueue
+from nostr_imagegen.service.jobqueue import ActiveJob
 from nostr_imagegen.service.ledger import JobState, Ledger
 from nostr_imagegen.service.options import RunnerStats
 from nostr_imagegen.service.outbox import Outbox
+from nostr_imagegen.service.scheduler import Scheduler
 
 __all__ = ["ActiveJobs", "failure_reason"]
 
@@ -37,7 +38,7 @@ class ActiveJobs:
     def __init__(
         self,
         *,
-        queue: JobQueue,
+        queue: Scheduler,
         ledger: Ledger,
         ledger_io: LedgerThread,
         outbox: Outbox,

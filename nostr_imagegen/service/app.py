@@ -1,9 +1,15 @@
-"""Assemble a running DVM from a ``ServiceConfig``: ledger, image hosts, relay pool, engine,
+"""Assemble a running DVM from a ``ServiceConfig``: ledger, image hosts, relay pool, engines,
 runner. What ``nostr-imagegen serve`` runs; embedders who want other pieces build a
 ``JobRunner`` themselves (see ``examples/embed_runner.py``).
 
     >>> config = load_service_config("dvm.toml")
     >>> await serve(config, keys=load_keys(config.identity), stop=stop_event)
+
+The engines come from ``[engine]`` (``service.scaling``): ``backend = "local"`` runs one
+``Engine`` per entry of ``devices`` (or one on ``device``) in this process, each in a slot of
+its own; ``backend = "ray"`` runs them in Ray actors (``service.ray``) while this process
+plans jobs with a ``Planner`` and keeps relays, ledger and payments. Either way the
+scheduler hands jobs to them by ``[engine]``'s rules.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -28,8 +35,9 @@ from nostr_imagegen.service.ledger import Ledger
 from nostr_imagegen.service.options import Announcement, RunnerOptions
 from nostr_imagegen.service.payment.pricing import price_tags
 from nostr_imagegen.service.payment.setup import payment_pieces
-from nostr_imagegen.service.runner import JobRunner
-from nostr_imagegen.service.seams import EngineLike
+from nostr_imagegen.service.runner import JobRunner, encode_settings
+from nostr_imagegen.service.seams import EngineLike, PlannerLike
+from nostr_imagegen.service.slots import EngineSlot
 
 __all__ = ["build_hosts", "runner_options", "serve"]
 
@@ -103,18 +111,80 @@ async def serve(
     **runner_kwargs: Any,
 ) -> JobRunner:
     """Run the DVM until ``stop`` is set, then shut down gracefully; returns the runner
-    (for its ``stats``). ``engine`` replaces the configured one (tests, custom engines);
-    ``runner_kwargs`` go to ``JobRunner`` (``pricing``, ``payment_check``, hooks...)."""
-    from nostr_imagegen.service.relay import RelayPool
+    (for its ``stats``). ``engine`` replaces the configured ones (tests, custom engines: one
+    local engine, whatever ``[engine]`` says); ``runner_kwargs`` go to ``JobRunner``
+    (``pricing``, ``payment_check``, hooks...)."""
+    planner, engines, slots = await _engines(config, engine)
+    try:
+        return await _serve(config, keys, stop, planner, engines, slots, on_ready, runner_kwargs)
+    finally:
+        for slot in slots:
+            await slot.close()
 
-    if engine is None:
+
+async def _engines(
+    config: ServiceConfig, engine: EngineLike | None
+) -> tuple[PlannerLike, list[EngineLike], list[EngineSlot]]:
+    """What plans jobs, the local engines (the runner runs each in a slot), and the remote
+    slots (``backend = "ray"``), as ``[engine]`` says."""
+    if engine is not None:
+        engines = [engine]
+    elif config.engine.backend == "ray":
+        try:
+            from nostr_imagegen.service.ray import (  # type: ignore[import-not-found,unused-ignore]
+                build_ray_slots,
+            )
+        except ImportError as exc:
+            raise ConfigError(
+                f'[engine] backend = "ray" needs Ray (the "ray" extra): {exc}'
+            ) from exc
+        from nostr_imagegen.engine.planner import Planner
+
+        encode = encode_settings(runner_options(config))
+        slots: list[EngineSlot] = list(build_ray_slots(config, encode))
+        return Planner(config.engine_config()), [], slots
+    else:
         from nostr_imagegen.engine.generate import Engine
 
-        engine = Engine(config.engine_config())
-    warm = getattr(engine, "warm", None)
-    if warm is not None:
-        # Load the default model now: a broken model fails the start, not the first job.
-        await asyncio.to_thread(warm)
+        engine_config = config.engine_config()
+        devices = config.engine.devices or (None,)
+        loader = _one_load_at_a_time() if len(devices) > 1 else None
+        engines = [Engine(engine_config, device=device, loader=loader) for device in devices]
+    for each in engines:
+        warm = getattr(each, "warm", None)
+        if warm is not None:
+            # Load the default model now: a broken model fails the start, not the first job.
+            await asyncio.to_thread(warm)
+    return engines[0], engines, []
+
+
+def _one_load_at_a_time() -> Callable[..., Any]:
+    """The engine's pipeline loader, one load at a time in this process: diffusers and
+    transformers build models on the meta device under a process-wide context, so two engines
+    loading at once in two threads fail ("Cannot copy out of meta tensor")."""
+    from nostr_imagegen.engine.pipelines import load_pipeline
+
+    lock = threading.Lock()
+
+    def load(*args: Any) -> Any:
+        with lock:
+            return load_pipeline(*args)
+
+    return load
+
+
+async def _serve(
+    config: ServiceConfig,
+    keys: Signer,
+    stop: asyncio.Event,
+    planner: PlannerLike,
+    engines: list[EngineLike],
+    slots: list[EngineSlot],
+    on_ready: Callable[[JobRunner], Any] | None,
+    runner_kwargs: dict[str, Any],
+) -> JobRunner:
+    from nostr_imagegen.service.relay import RelayPool
+
     service = config.service
     ledger = Ledger(service.ledger, durable=service.ledger_durable)
     with ledger, build_hosts(config.storage, keys) as hosts:
@@ -145,7 +215,7 @@ async def serve(
                 config,
                 pool=pool,
                 ledger=ledger,
-                plan=engine.plan,
+                plan=planner.plan,
                 provider_pubkey=keys.public_key,
             ) as payment,
         ):
@@ -154,7 +224,9 @@ async def serve(
             runner = JobRunner(
                 keys=keys,
                 pool=pool,
-                engine=engine,
+                engine=engines if engines else planner,
+                slots=slots or None,
+                scheduling=config.engine.scheduler,
                 hosts=hosts,
                 ledger=ledger,
                 fetch_policy=config.fetch.policy(),

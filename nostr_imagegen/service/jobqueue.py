@@ -1,20 +1,21 @@
-"""The runner's in-memory bookkeeping: the jobs it holds, the queue they wait in, seen ids.
+"""The runner's in-memory bookkeeping: the jobs it holds and the ids it has seen (the queue
+they wait in is ``service.scheduler``).
 
 None of it survives a restart, and none of it has to: the ledger is the record. These only
-answer the questions of the hot path without asking the ledger: is this job queued, at
-which position (``["status", "processing", "queued: position 2"]``), was this id seen?
+answer the questions of the hot path without asking the ledger: is this job in hand, was
+this id seen?
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from nostr_imagegen.imagejob.model import ImageJob
 
-__all__ = ["ActiveJob", "BoundedMap", "JobQueue"]
+__all__ = ["ActiveJob", "BoundedMap"]
 
 
 @dataclass(eq=False)
@@ -38,47 +39,6 @@ class ActiveJob:
     #: the library's engine): the scheduler routes by its ``model`` and batches by its
     #: ``batch_key``; None or another object: no affinity, no batching.
     plan: object | None = None
-
-
-class JobQueue:
-    """A bounded FIFO that tells the position of what it takes, and lets a cancelled job out
-    (asyncio.Queue does neither)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: deque[ActiveJob] = deque()
-        self._ready = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def ids(self) -> list[str]:
-        """The request ids waiting, first out first."""
-        return [item.job.id for item in self._items]
-
-    def full(self) -> bool:
-        return len(self._items) >= self.capacity
-
-    def put(self, item: ActiveJob, *, force: bool = False) -> int | None:
-        """Append; the 1-based position, or None when the queue is full (unless ``force``)."""
-        if len(self._items) >= self.capacity and not force:
-            return None
-        self._items.append(item)
-        self._ready.set()
-        return len(self._items)
-
-    def remove(self, item: ActiveJob) -> bool:
-        try:
-            self._items.remove(item)
-        except ValueError:
-            return False
-        return True
-
-    async def get(self) -> ActiveJob:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
 
 
 class BoundedMap:

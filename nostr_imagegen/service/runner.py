@@ -8,9 +8,11 @@ The path of one kind 5100 request::
       ─> pricing policy   (amount? `payment-required` + wait: service.payment.flow, or the
                            older PaymentCheck hook; bid too low? `error` naming the price)
       ─> bounded queue    (full? `error`: busy)   ─> `processing` feedback (queue position)
-      ─> engine worker: fetch input image ─> Engine.generate in its own thread (step
-         progress as rate-limited `processing` feedback; a kind 5 deletion by the customer
-         sets the cancel flag) ─> encode
+      ─> scheduler (service.scheduler: a free engine slot takes the jobs of a model it has
+         loaded, batched when their plans allow) ─> engine worker: fetch input image
+         ─> slot.run: Engine.generate in the slot's thread or a Ray actor (step progress as
+         rate-limited `processing` feedback; a kind 5 deletion by the customer sets the
+         cancel flag) ─> encode
       ─> ledger: generated (bytes kept) ─> upload with fallback ─> build + sign result and
          `success` feedback ─> ledger: uploaded (signed answer stored) ─> publish to the
          request's relays plus ours ─> ledger: published
@@ -22,10 +24,12 @@ generated images are uploaded without generating again, unfinished jobs run agai
 `error` when they are too old or crashed the service ``max_attempts`` times).
 
 This module holds the path up to the queue, cancellations and the restart; the rest lives
-in a module each: ``service.payment`` (price, payment flow, backends), ``service.worker`` (queue to
-answer), ``service.activejobs`` (the jobs in hand and how they end), ``service.outbox``
-(signing, publishing, retries), ``service.announce`` (NIP-89), ``service.seams`` (what may
-be injected), ``service.options`` (settings and counters).
+in a module each: ``service.payment`` (price, payment flow, backends), ``service.scheduler``
+(which jobs a free engine runs next), ``service.worker`` (queue to answer),
+``service.localslot`` (an engine of this process as a slot), ``service.activejobs`` (the jobs
+in hand and how they end), ``service.outbox`` (signing, publishing, retries),
+``service.announce`` (NIP-89), ``service.seams`` (what may be injected), ``service.options``
+(settings and counters).
 
 Everything is injected (keys, relay pool, engine, image hosts, ledger, pricing, payment
 check, fetcher), so programs can embed the runner piece by piece and tests can drive it with
@@ -38,7 +42,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from nostr_imagegen.errors import (
     ConfigError,
@@ -65,8 +69,9 @@ from nostr_imagegen.service.activejobs import ActiveJobs
 from nostr_imagegen.service.announce import announce_forever, handler_info_template
 from nostr_imagegen.service.background import BackgroundTasks, LedgerThread
 from nostr_imagegen.service.chaining import ChainResolver, InputPending
-from nostr_imagegen.service.jobqueue import ActiveJob, BoundedMap, JobQueue
+from nostr_imagegen.service.jobqueue import ActiveJob, BoundedMap
 from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger
+from nostr_imagegen.service.localslot import LocalSlot
 from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import Announcement, RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
@@ -79,6 +84,8 @@ from nostr_imagegen.service.payment.flow import (
 )
 from nostr_imagegen.service.payment.wait import PaymentWait, price
 from nostr_imagegen.service.policy import RequestPolicy
+from nostr_imagegen.service.scaling import SchedulerSettings
+from nostr_imagegen.service.scheduler import Scheduler
 from nostr_imagegen.service.seams import (
     EngineLike,
     EngineTimeHook,
@@ -86,11 +93,13 @@ from nostr_imagegen.service.seams import (
     Fetcher,
     GenerationLike,
     PaymentCheck,
+    PlannerLike,
     PricingPolicy,
     PublishOutcome,
     RelayPoolLike,
     ResultHook,
 )
+from nostr_imagegen.service.slots import EncodeSettings, EngineSlot
 from nostr_imagegen.service.worker import EngineWorkers
 
 if TYPE_CHECKING:  # httpx lives behind these; the runner imports them when it uses them
@@ -104,6 +113,7 @@ __all__ = [
     "GenerationLike",
     "JobRunner",
     "PaymentCheck",
+    "PlannerLike",
     "PricingPolicy",
     "PublishOutcome",
     "RelayPoolLike",
@@ -125,6 +135,12 @@ class JobRunner:
     ``await runner.run()`` serves until ``stop()`` (or cancellation); or ``async with runner:``
     to start it in the background. ``handle_event(relay_url, event)`` feeds one event by hand
     (an embedding program with its own relay code).
+
+    Engines: ``engine=`` one engine or several (one per GPU), each run in a ``LocalSlot`` of
+    its own; or ``slots=`` the engine slots to run jobs on (Ray workers, ``LocalSlot``s built
+    by hand; the caller closes them), with ``engine=`` only planning jobs and describing the
+    offer (a ``Planner``). ``scheduling``: how queued jobs go to free slots
+    (``service.scheduler``; default ``SchedulerSettings()``).
     """
 
     def __init__(
@@ -132,7 +148,7 @@ class JobRunner:
         *,
         keys: Signer,
         pool: RelayPoolLike,
-        engine: EngineLike | Sequence[EngineLike],
+        engine: PlannerLike | Sequence[PlannerLike],
         hosts: Sequence[ImageHost],
         ledger: Ledger,
         pricing: PricingPolicy | None = None,
@@ -153,6 +169,8 @@ class JobRunner:
         on_feedback: FeedbackHook | None = None,
         policy: RequestPolicy | None = None,
         on_engine_time: EngineTimeHook | None = None,
+        slots: Sequence[EngineSlot] | None = None,
+        scheduling: SchedulerSettings | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size must be at least 1")
@@ -160,18 +178,25 @@ class JobRunner:
             raise ConfigError("accepted_kinds must be job request kinds (5000..5999)")
         self.keys = keys
         self.pool = pool
-        self.engines: tuple[EngineLike, ...] = (
+        self.engines: tuple[PlannerLike, ...] = (
             tuple(engine) if isinstance(engine, Sequence) else (engine,)
         )
         if not self.engines:
             raise ConfigError("the runner needs at least one engine")
+        self.options = options or RunnerOptions()
+        #: The slots the runner built (one per engine) and closes at ``stop()``.
+        self._own_slots = slots is None
+        self.slots: tuple[EngineSlot, ...] = (
+            tuple(slots) if slots is not None else self._local_slots(self.engines)
+        )
+        if not self.slots:
+            raise ConfigError("the runner needs at least one engine slot")
         self.hosts = tuple(hosts)
         self.ledger = ledger
         self.pricing = pricing
         self.payment_check = payment_check
         self.fetch_policy = fetch_policy
         self.accepted_kinds = tuple(dict.fromkeys(accepted_kinds))
-        self.options = options or RunnerOptions()
         self.announcement = announcement
         self.job_limits = job_limits
         self.input_resolver = input_resolver
@@ -199,7 +224,7 @@ class JobRunner:
             on_feedback=on_feedback,
         )
         self._jobs = ActiveJobs(
-            queue=JobQueue(queue_size),
+            queue=Scheduler(self.slots, scheduling, capacity=queue_size),
             ledger=ledger,
             ledger_io=self._ledger_io,
             outbox=self._outbox,
@@ -224,7 +249,7 @@ class JobRunner:
         if self._payment_flow is not None and payment_check is not None:
             raise ConfigError("give the runner a payment_check or invoices/zaps/cashu, not both")
         self._workers = EngineWorkers(
-            engines=self.engines,
+            slots=self.slots,
             jobs=self._jobs,
             outbox=self._outbox,
             hosts=self.hosts,
@@ -263,6 +288,19 @@ class JobRunner:
         self._stopped = asyncio.Event()
         self.started_at = 0
 
+    def _local_slots(self, engines: Sequence[PlannerLike]) -> tuple[EngineSlot, ...]:
+        """One ``LocalSlot`` per engine, encoding with the ``[output]`` options."""
+        encode = encode_settings(self.options)
+        slots: list[EngineSlot] = []
+        for index, engine in enumerate(engines):
+            if not callable(getattr(engine, "generate", None)):
+                raise ConfigError(
+                    f"engine {index} ({type(engine).__name__}) cannot generate: give the runner"
+                    " the engine slots to run jobs on (slots=...)"
+                )
+            slots.append(LocalSlot(cast(EngineLike, engine), name=f"engine-{index}", encode=encode))
+        return tuple(slots)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobRunner:
@@ -292,11 +330,11 @@ class JobRunner:
             )
             self._services.append(asyncio.create_task(announce, name="runner-nip89"))
         logger.info(
-            "serving kinds %s as %s (queue %d, %d engine worker(s))",
+            "serving kinds %s as %s (queue %d, %d engine slot(s))",
             ",".join(map(str, self.accepted_kinds)),
             npub_encode(self.keys.public_key),
             self.queue_size,
-            len(self.engines),
+            len(self.slots),
         )
 
     async def run(self) -> None:
@@ -330,6 +368,9 @@ class JobRunner:
         for waiting, _request in list(self._chain_waits.values()):
             waiting.cancel()  # stays `received` in the ledger: waits again after a restart
         await self._workers.finish(limit)
+        if self._own_slots:
+            for slot in self.slots:
+                await slot.close()
         await self._tasks.finish(self.options.publish_timeout_s)
         self._ledger_io.shutdown()
         logger.info("runner stopped: %s", self.stats)
@@ -529,7 +570,7 @@ class JobRunner:
 
     @property
     def engines_busy(self) -> int:
-        """Engine workers running a job now."""
+        """Jobs running on the engines now."""
         return self._workers.busy
 
     def queued_ids(self) -> list[str]:
@@ -677,3 +718,12 @@ class JobRunner:
         return handler_info_template(
             self.announcement, self.engines[0].offered(), self.accepted_kinds
         )
+
+
+def encode_settings(options: RunnerOptions) -> EncodeSettings:
+    """How slots encode images for a runner with ``options`` (the ``[output]`` knobs)."""
+    return EncodeSettings(
+        default_output=options.default_output,
+        embed_metadata=options.embed_metadata,
+        quality=options.quality,
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "NamedOffer",
     "OfferLike",
     "PaymentCheck",
+    "PlannerLike",
     "PricingPolicy",
     "PublishOutcome",
     "RelayPoolLike",
@@ -69,15 +70,25 @@ class OfferLike(Protocol):
     def ratios(self) -> Sequence[Ratio]: ...
 
 
-class EngineLike(Protocol):
-    """The image engine (``engine.generate.Engine``).
+class PlannerLike(Protocol):
+    """What the runner's front needs to accept jobs (``engine.planner.Planner``, or an
+    ``Engine``): when the engines themselves are elsewhere (``JobRunner(slots=...)``).
 
     ``plan`` checks a job before anything is queued, paid for or loaded, and raises
-    ``JobRejected`` with a reason for the customer; the runner uses nothing else of what it
-    returns. ``generate`` runs in a worker thread. ``offered`` feeds the announcement.
+    ``JobRejected`` with a reason for the customer; the scheduler routes and batches by the
+    plan's ``model`` and ``batch_key`` when it has them. ``offered`` feeds the announcement.
     """
 
     def plan(self, job: ImageJob) -> object: ...
+
+    def offered(self) -> OfferLike: ...
+
+
+class EngineLike(PlannerLike, Protocol):
+    """The image engine (``engine.generate.Engine``): a ``PlannerLike`` that also generates.
+
+    ``generate`` runs in a worker thread (``service.localslot.LocalSlot``).
+    """
 
     def generate(
         self,
@@ -87,8 +98,6 @@ class EngineLike(Protocol):
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationLike: ...
-
-    def offered(self) -> OfferLike: ...
 
 
 class PublishOutcome(Protocol):

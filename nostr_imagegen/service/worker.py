@@ -1,38 +1,42 @@
 """The engine side of the runner: from a queued job to a published answer.
 
-One worker task per engine, each with a thread of its own for the engine's calls::
+One worker task per engine slot (``service.slots``: a local engine in a thread of its own,
+or a Ray actor), each asking the scheduler for its next batch::
 
-    queue ─> ledger: processing ─> `processing` feedback ("generating")
-      ─> fetch the input image (img2img) ─> Engine.generate (step progress as rate-limited
-         `processing` feedback; the cancel flag is read between steps) ─> encode
-      ─> ledger: generated (the bytes kept) ─> deliver: upload with fallback ─> sign the
-         result and a `success` feedback ─> ledger: uploaded (answer stored) ─> publish
+    scheduler.take(slot) ─> per job: ledger: processing ─> `processing` feedback
+      ("generating") ─> fetch the input image (img2img: never batched)
+      ─> slot.run(tasks): generate (step progress as rate-limited `processing` feedback; the
+         cancel flag is read between steps) and encode, one outcome per job
+      ─> per job: ledger: generated (the bytes kept) ─> deliver: upload with fallback ─> sign
+         the result and a `success` feedback ─> ledger: uploaded (answer stored) ─> publish
 
 A failure of one job (``FetchError``, ``EngineError``, ``UploadError``, a bug) ends that
-job with an `error` feedback; the worker goes on with the next one. A job interrupted by
-shutdown goes back to `queued` in the ledger and runs again after the restart.
+job with an `error` feedback; the others of its batch go on. A job whose engine went away
+(``EngineUnavailable``: a Ray worker died) goes back to the queue, `queued` in the ledger with
+the attempt counted, to run on another slot, up to ``RunnerOptions.max_attempts`` starts; then
+it is answered `error`. A job interrupted by shutdown goes back to `queued` in the ledger
+and runs again after the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
 from nostr_imagegen.errors import (
     EngineError,
+    EngineUnavailable,
     FetchError,
     JobCancelled,
     JobRejected,
     LedgerError,
+    NostrImagegenError,
     UploadError,
 )
 from nostr_imagegen.imagejob.model import ImageJob
@@ -44,7 +48,9 @@ from nostr_imagegen.service.ledger import JobRecord, JobState, Ledger, StoredIma
 from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
-from nostr_imagegen.service.seams import EngineLike, EngineTimeHook, Fetcher, GenerationLike
+from nostr_imagegen.service.scheduler import Scheduler
+from nostr_imagegen.service.seams import EngineTimeHook, Fetcher, GenerationLike
+from nostr_imagegen.service.slots import EngineSlot, EngineTask, TaskOutcome
 
 if TYPE_CHECKING:  # httpx lives behind these; the worker imports them when it uses them
     from nostr_imagegen.service.fetch import FetchPolicy
@@ -53,6 +59,8 @@ if TYPE_CHECKING:  # httpx lives behind these; the worker imports them when it u
 __all__ = ["EngineWorkers", "encode_images", "upload_images"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: After the shutdown timeout, how long an interrupted engine gets to notice the flag.
 _INTERRUPT_GRACE_S = 10.0
@@ -63,16 +71,17 @@ class _Interrupted(Exception):
 
 
 class EngineWorkers:
-    """The workers of the engines, sharing the queue in ``jobs`` (see the module doc).
+    """The workers of the slots, taking from the scheduler in ``jobs.queue`` (module doc).
 
     ``amount_in_result``: put a priced job's amount in the result's ``amount`` tag (no
-    payment check: the customer pays after delivery).
+    payment check: the customer pays after delivery). ``on_engine_time(job, seconds)``: the
+    time its slot spent on the job (a batch's time shared among its jobs).
     """
 
     def __init__(
         self,
         *,
-        engines: Sequence[EngineLike],
+        slots: Sequence[EngineSlot],
         jobs: ActiveJobs,
         outbox: Outbox,
         hosts: Sequence[ImageHost],
@@ -86,8 +95,9 @@ class EngineWorkers:
         amount_in_result: bool = True,
         on_engine_time: EngineTimeHook | None = None,
     ) -> None:
-        self._engines = tuple(engines)
+        self._slots = tuple(slots)
         self._jobs = jobs
+        self._scheduler: Scheduler = jobs.queue
         self._outbox = outbox
         self._hosts = tuple(hosts)
         self._ledger = ledger
@@ -99,24 +109,20 @@ class EngineWorkers:
         self._fetch_policy = fetch_policy
         self._amount_in_result = amount_in_result
         self._on_engine_time = on_engine_time
-        self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{i}")
-            for i in range(len(self._engines))
-        ]
         self._workers: list[asyncio.Task[None]] = []
-        #: Worker index -> the job it runs now.
-        self._running: dict[int, ActiveJob] = {}
+        #: Slot index -> the jobs it runs now.
+        self._running: dict[int, list[ActiveJob]] = {}
         self._closed = False
 
     @property
     def busy(self) -> int:
         """How many jobs are running now."""
-        return len(self._running)
+        return sum(len(batch) for batch in self._running.values())
 
     def start(self) -> None:
-        for index, engine in enumerate(self._engines):
+        for index, slot in enumerate(self._slots):
             self._workers.append(
-                asyncio.create_task(self._work(index, engine), name=f"engine-worker-{index}")
+                asyncio.create_task(self._work(index, slot), name=f"engine-worker-{index}")
             )
 
     def close(self) -> None:
@@ -126,62 +132,82 @@ class EngineWorkers:
     async def finish(self, timeout_s: float) -> None:
         """Let the running jobs finish within ``timeout_s``, else interrupt them; then stop."""
         self._closed = True
-        # Idle workers wait on the queue: cancel them. Busy ones exit after their job.
+        # Idle workers wait on the scheduler: cancel them. Busy ones exit after their batch.
         busy = {self._workers[index] for index in self._running}
         for worker in self._workers:
             if worker not in busy:
                 worker.cancel()
         if busy:
-            logger.info("waiting up to %.0f s for %d running job(s)", timeout_s, len(busy))
+            logger.info("waiting up to %.0f s for %d running job(s)", timeout_s, self.busy)
             _, late = await asyncio.wait(busy, timeout=timeout_s)
             if late:
-                for active in self._running.values():
-                    active.cancel_reason = "shutdown"
-                    active.cancel.set()  # the engine stops at its next step
+                for batch in self._running.values():
+                    for active in batch:
+                        active.cancel_reason = "shutdown"
+                        active.cancel.set()  # the engine stops at its next step
                 _, late = await asyncio.wait(late, timeout=_INTERRUPT_GRACE_S)
             for worker in late:
-                # The engine ignored the flag; the job stays `processing` and resumes later.
+                # The engine ignored the flag; the jobs stay `processing` and resume later.
                 worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for executor in self._executors:
-            executor.shutdown(wait=False, cancel_futures=True)
 
-    # -- one job --------------------------------------------------------------------------
+    # -- one batch ------------------------------------------------------------------------
 
-    async def _work(self, index: int, engine: EngineLike) -> None:
-        queue = self._jobs.queue
+    async def _work(self, index: int, slot: EngineSlot) -> None:
         while not self._closed:
-            active = await queue.get()
+            batch = await self._scheduler.take(index)
             if self._closed:
-                self._jobs.forget(active.job.id)  # still queued in the ledger
+                for active in batch:
+                    self._jobs.forget(active.job.id)  # still queued in the ledger
                 return
-            if active.cancel.is_set():
-                # Cancelled between leaving the queue and reaching here.
-                await self._jobs.record_cancelled(active)
-                continue
-            self._running[index] = active
+            self._running[index] = batch
             try:
-                with job_context(active.job.id):
-                    await self._process(index, engine, active)
-            except _Interrupted:
-                logger.info("job %s interrupted by shutdown; it resumes on restart", active.job.id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug: still answer this job and keep serving
-                logger.exception("job %.12s failed unexpectedly", active.job.id)
-                await self._jobs.answer_error(
-                    active.job,
-                    active.relay,
-                    f"internal error: {failure_reason(exc)}",
-                    JobState.FAILED,
-                    active,
-                )
+                await self._run_batch(index, slot, batch)
             finally:
                 self._running.pop(index, None)
+                self._scheduler.done(index)
 
-    async def _process(self, index: int, engine: EngineLike, active: ActiveJob) -> None:
+    async def _run_batch(self, index: int, slot: EngineSlot, batch: list[ActiveJob]) -> None:
+        tasks: list[EngineTask] = []
+        for active in batch:
+            with job_context(active.job.id):
+                task = await self._guarded(active, self._prepare(active))
+            if task is not None:
+                tasks.append(task)
+        if not tasks:
+            return
+        outcomes = await self._run_tasks(slot, tasks)
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            active = task.active
+            with job_context(active.job.id):
+                await self._guarded(active, self._conclude(index, active, outcome))
+
+    async def _guarded(self, active: ActiveJob, step: Coroutine[Any, Any, _T]) -> _T | None:
+        """Run one job's step; a bug ends that job with an `error`, never its batch."""
+        try:
+            return await step
+        except _Interrupted:
+            logger.info("job %s interrupted by shutdown; it resumes on restart", active.job.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: still answer this job and keep serving
+            logger.exception("job %.12s failed unexpectedly", active.job.id)
+            await self._jobs.answer_error(
+                active.job,
+                active.relay,
+                f"internal error: {failure_reason(exc)}",
+                JobState.FAILED,
+                active,
+            )
+        return None
+
+    async def _prepare(self, active: ActiveJob) -> EngineTask | None:
+        """Processing in the ledger, the "generating" feedback, the input image; None when
+        the job ended here (cancelled while it waited, its input unreachable)."""
         job = active.job
-        loop = asyncio.get_running_loop()
+        if active.cancel.is_set():  # cancelled between leaving the queue and reaching here
+            await self._jobs.record_cancelled(active)
+            return None
         await self._ledger_io(self._ledger.transition, job.id, JobState.PROCESSING)
         self._tasks.spawn(
             self._outbox.progress(active, JobStatus.PROCESSING, message="generating"), "feedback"
@@ -190,52 +216,75 @@ class EngineWorkers:
             init_image = await self._fetch(job.image_url) if job.image_url else None
         except FetchError as exc:
             await self._jobs.fail(active, f"input image: {exc}")
-            return
+            return None
+        progress = self._progress_callback(active, asyncio.get_running_loop())
+        return EngineTask(active, init_image=init_image, progress=progress)
 
-        progress = self._progress_callback(active, loop)
+    async def _run_tasks(self, slot: EngineSlot, tasks: list[EngineTask]) -> list[TaskOutcome]:
+        """``slot.run``, with each job's share of its time for ``on_engine_time``."""
+        started = time.monotonic()
         try:
-            started = time.monotonic()
-            generated = await loop.run_in_executor(
-                self._executors[index],
-                functools.partial(
-                    # The engine's thread logs with this job's id too (``job_context``).
-                    contextvars.copy_context().run,
-                    engine.generate,
-                    job,
-                    init_image=init_image,
-                    progress=progress,
-                    cancel=active.cancel,
-                ),
-            )
-            if self._on_engine_time is not None:
-                self._on_engine_time(job, time.monotonic() - started)
+            outcomes = await slot.run(tasks)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in the slot: every job of the batch ends with it
+            logger.exception("%s failed unexpectedly", slot.name)
+            return [EngineError(f"internal error: {failure_reason(exc)}")] * len(tasks)
+        if len(outcomes) != len(tasks):
+            error = EngineError(f"{slot.name} answered {len(outcomes)} of {len(tasks)} jobs")
+            return [error] * len(tasks)
+        share = (time.monotonic() - started) / len(tasks)
+        if self._on_engine_time is not None:
+            for task, outcome in zip(tasks, outcomes, strict=True):
+                if not isinstance(outcome, NostrImagegenError):
+                    self._on_engine_time(task.active.job, share)
+        return outcomes
+
+    async def _conclude(self, index: int, active: ActiveJob, outcome: TaskOutcome) -> None:
+        """One job's outcome: its answer, its end, or its way back to the queue."""
+        job = active.job
+        if isinstance(outcome, JobCancelled):
+            await self._after_cancel(active)
+        elif isinstance(outcome, EngineUnavailable):
+            await self._run_elsewhere(index, active, outcome)
+        elif isinstance(outcome, JobRejected):  # e.g. an output type the encoder does not write
+            reason = str(outcome)
+            await self._jobs.answer_error(job, active.relay, reason, JobState.REJECTED, active)
+        elif isinstance(outcome, NostrImagegenError):
+            await self._jobs.fail(active, str(outcome))
+        elif active.cancel.is_set():
+            await self._after_cancel(active)
+        else:
+            await self._ledger_io(self._ledger.record_generated, job.id, outcome)
             if active.cancel.is_set():
-                raise JobCancelled("cancelled after the last step")
-            encoded = await loop.run_in_executor(
-                self._executors[index],
-                functools.partial(
-                    encode_images,
-                    job,
-                    generated,
-                    default_output=self._options.default_output,
-                    embed_metadata=self._options.embed_metadata,
-                    quality=self._options.quality,
-                ),
+                await self._after_cancel(active)
+                return
+            await self.deliver(active, outcome)
+
+    async def _run_elsewhere(self, index: int, active: ActiveJob, exc: EngineUnavailable) -> None:
+        """The slot's engine went away under the job: queue it again for another slot (the
+        attempt stays counted), or answer `error` once it has had its ``max_attempts``."""
+        job = active.job
+        if active.cancel_reason == "customer":
+            await self._jobs.record_cancelled(active)
+            return
+        record = await self._ledger_io(self._ledger.get, job.id)
+        attempts = record.attempts if record is not None else self._options.max_attempts
+        if attempts >= self._options.max_attempts:
+            await self._jobs.fail(
+                active,
+                f"the engine died while generating this image ({attempts} times); not trying again",
             )
-        except JobCancelled:
-            await self._after_cancel(active)
             return
-        except JobRejected as exc:  # e.g. an output type the encoder does not write
-            await self._jobs.answer_error(job, active.relay, str(exc), JobState.REJECTED, active)
+        name = self._slots[index].name
+        logger.warning("%s went away running job %.12s (%s); queued again", name, job.id, exc)
+        await self._ledger_io(
+            self._ledger.transition, job.id, JobState.QUEUED, detail=f"{name} went away"
+        )
+        if self._closed:
+            self._jobs.forget(job.id)  # queued in the ledger: runs after the restart
             return
-        except EngineError as exc:
-            await self._jobs.fail(active, str(exc))
-            return
-        await self._ledger_io(self._ledger.record_generated, job.id, encoded)
-        if active.cancel.is_set():
-            await self._after_cancel(active)
-            return
-        await self.deliver(active, encoded)
+        self._scheduler.requeue(active, failed_on=index)
 
     def _progress_callback(
         self, active: ActiveJob, loop: asyncio.AbstractEventLoop

@@ -13,7 +13,7 @@ Metric names (all prefixed ``nostr_imagegen_``)::
     queue_depth                         jobs waiting for an engine
     engines_busy                        engine workers running a job
     job_latency_seconds                 histogram: request created_at to result published
-    engine_seconds                      histogram: time inside Engine.generate per job
+    engine_seconds                      histogram: an engine's time per job (its share of a batch)
     payments_total{outcome}             requested, paid, unpaid
     earned_msats_total                  msats of delivered jobs that asked for payment
     relay_connected{relay}              1 connected, 0 not
@@ -75,7 +75,7 @@ class ServiceMetrics:
         )
         self.engine_time = Histogram(
             _P + "engine_seconds",
-            "Seconds inside the engine per job",
+            "Seconds of engine time per job (its share of a batch)",
             buckets=_ENGINE_BUCKETS,
             registry=self.registry,
         )

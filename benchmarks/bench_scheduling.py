@@ -12,7 +12,7 @@ each slot with its own real ``Engine`` keeping one pipeline loaded (``[cache] ma
 - FIFO (``model_aware = false``): each free engine takes the oldest job;
 - model-aware (the default rules of ``service.scheduler``).
 
-Loads are counted by a wrapping ``loader=`` given to each ``Engine``; total time is the
+Loads are each engine's own count (``Engine.loads``: cache misses); total time is the
 wall time from the burst to the last job's encoded image. Runs alternate (ABBA over
 ``--rounds``). Target: model-aware loads <= 1/3 of FIFO's. With these small models a load
 costs about as much as a job; a real checkpoint loads in seconds to tens of seconds, so the
@@ -27,7 +27,6 @@ import logging
 import random
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,6 @@ async def run_trace(
     config_data: dict[str, Any], models: list[str], *, engines: int, model_aware: bool, args: Any
 ) -> Run:
     from nostr_imagegen.engine.generate import Engine
-    from nostr_imagegen.engine.pipelines import load_pipeline
     from nostr_imagegen.engine_config import EngineConfig
     from nostr_imagegen.imagejob.request import parse_image_job
     from nostr_imagegen.service.jobqueue import ActiveJob
@@ -81,21 +79,11 @@ async def run_trace(
     from nostr_imagegen.service.scheduler import Scheduler
     from nostr_imagegen.service.slots import EncodeSettings, EngineTask
 
-    loads = 0
-    one_at_a_time = threading.Lock()  # two loads at once fail: see service.app
-
-    def counting_loader(*load_args: Any) -> Any:
-        nonlocal loads
-        with one_at_a_time:
-            loads += 1
-            return load_pipeline(*load_args)
-
     config = EngineConfig.from_mapping(config_data)
+    built = [Engine(config) for _ in range(engines)]
     slots = [
-        LocalSlot(
-            Engine(config, loader=counting_loader), name=f"engine-{i}", encode=EncodeSettings()
-        )
-        for i in range(engines)
+        LocalSlot(engine, name=f"engine-{i}", encode=EncodeSettings())
+        for i, engine in enumerate(built)
     ]
     settings = SchedulerSettings(model_aware=model_aware, batch_wait_ms=0)
     scheduler = Scheduler(slots, settings, capacity=len(models))
@@ -137,7 +125,7 @@ async def run_trace(
     await asyncio.gather(*workers, return_exceptions=True)
     for slot in slots:
         await slot.close()
-    return Run(loads=loads, seconds=seconds)
+    return Run(loads=sum(engine.loads for engine in built), seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

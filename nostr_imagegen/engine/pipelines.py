@@ -64,10 +64,21 @@ logger = logging.getLogger(__name__)
 #: may replace (the default is ``load_pipeline``).
 PipelineLoader = Callable[[ModelConfig, str, torch.dtype], Any]
 
+#: diffusers and transformers build models on the meta device under a process-wide context
+#: (accelerate's ``init_empty_weights``): two loads at once in two threads, e.g. two engines
+#: of one process on two GPUs, fail with "Cannot copy out of meta tensor".
+_LOAD_LOCK = threading.Lock()
+
 
 def load_pipeline(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     """Load ``model`` with the real diffusers loaders, move it to ``device``, quiet its
-    progress bars. Raises whatever diffusers raises (the cache wraps it)."""
+    progress bars. Raises whatever diffusers raises (the cache wraps it). One load at a time
+    per process (``_LOAD_LOCK``); generation on loaded models goes on beside it."""
+    with _LOAD_LOCK:
+        return _load(model, device, dtype)
+
+
+def _load(model: ModelConfig, device: str, dtype: torch.dtype) -> Any:
     diffusers: Any = importlib.import_module("diffusers")
 
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype, **load_options(model, dtype)}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -131,9 +130,7 @@ async def _engines(
         engines = [engine]
     elif config.engine.backend == "ray":
         try:
-            from nostr_imagegen.service.ray import (  # type: ignore[import-not-found,unused-ignore]
-                build_ray_slots,
-            )
+            from nostr_imagegen.service.ray import build_ray_slots
         except ImportError as exc:
             raise ConfigError(
                 f'[engine] backend = "ray" needs Ray (the "ray" extra): {exc}'
@@ -148,29 +145,13 @@ async def _engines(
 
         engine_config = config.engine_config()
         devices = config.engine.devices or (None,)
-        loader = _one_load_at_a_time() if len(devices) > 1 else None
-        engines = [Engine(engine_config, device=device, loader=loader) for device in devices]
+        engines = [Engine(engine_config, device=device) for device in devices]
     for each in engines:
         warm = getattr(each, "warm", None)
         if warm is not None:
             # Load the default model now: a broken model fails the start, not the first job.
             await asyncio.to_thread(warm)
     return engines[0], engines, []
-
-
-def _one_load_at_a_time() -> Callable[..., Any]:
-    """The engine's pipeline loader, one load at a time in this process: diffusers and
-    transformers build models on the meta device under a process-wide context, so two engines
-    loading at once in two threads fail ("Cannot copy out of meta tensor")."""
-    from nostr_imagegen.engine.pipelines import load_pipeline
-
-    lock = threading.Lock()
-
-    def load(*args: Any) -> Any:
-        with lock:
-            return load_pipeline(*args)
-
-    return load
 
 
 async def _serve(

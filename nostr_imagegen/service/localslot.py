@@ -79,7 +79,7 @@ class LocalSlot:
         return [self._encoded(task, done) for task, done in zip(tasks, generated, strict=True)]
 
     def _generate_batch(self, tasks: list[EngineTask]) -> list[GenerationLike | NostrImagegenError]:
-        from nostr_imagegen.engine.batch import BatchRequest  # type: ignore[attr-defined,unused-ignore]
+        from nostr_imagegen.engine.batch import BatchRequest
 
         requests = [
             BatchRequest(job=task.active.job, progress=task.progress, cancel=task.active.cancel)

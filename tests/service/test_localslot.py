@@ -4,7 +4,7 @@ tiny Engine for the solo path (its images are the ones ``Engine.generate`` gives
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,23 +23,6 @@ from nostr_imagegen.service.slots import EncodeSettings, EngineTask
 from nostr_imagegen.service.worker import encode_images
 
 CUSTOMER = Keys.generate()
-
-
-@dataclass(frozen=True)
-class Request:
-    """Stands in for ``engine.batch.BatchRequest`` where that is not built yet."""
-
-    job: ImageJob
-    progress: Callable[[int, int], None] | None = None
-    cancel: threading.Event | None = None
-
-
-@pytest.fixture(autouse=True)
-def batch_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nostr_imagegen.engine import batch
-
-    if not hasattr(batch, "BatchRequest"):
-        monkeypatch.setattr(batch, "BatchRequest", Request, raising=False)
 
 
 def task(*params: tuple[str, ...], prompt: str = "a red kite") -> EngineTask:

@@ -42,23 +42,6 @@ class Plan:
     batch_key: Hashable | None
 
 
-@dataclass(frozen=True)
-class Request:
-    """Stands in for ``engine.batch.BatchRequest`` where that is not built yet."""
-
-    job: ImageJob
-    progress: Callable[[int, int], None] | None = None
-    cancel: threading.Event | None = None
-
-
-@pytest.fixture(autouse=True)
-def batch_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nostr_imagegen.engine import batch
-
-    if not hasattr(batch, "BatchRequest"):
-        monkeypatch.setattr(batch, "BatchRequest", Request, raising=False)
-
-
 @dataclass
 class BatchingEngine(FakeEngine):
     """A ``FakeEngine`` that plans every job as model "m" with one batch key and runs

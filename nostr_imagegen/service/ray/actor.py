@@ -99,7 +99,6 @@ class EngineWorker:
         self._encode = encode
         self._device = device
         self._engine: Engine | None = None  # built on first use: the actor starts fast
-        self._loads = 0
         self._jobs_run = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._one_run = asyncio.Lock()
@@ -122,7 +121,7 @@ class EngineWorker:
             "pid": os.getpid(),
             "running": sorted(self._stepping),
             "loaded_models": sorted(self._loaded()),
-            "loads": self._loads,
+            "loads": self._load_count(),
             "jobs_run": self._jobs_run,
         }
 
@@ -160,7 +159,7 @@ class EngineWorker:
                 self._stepping.discard(job_id)
         for outcome in outcomes:
             yield outcome
-        yield Done(loaded_models=tuple(sorted(self._loaded())), loads=self._loads)
+        yield Done(loaded_models=tuple(sorted(self._loaded())), loads=self._load_count())
 
     async def _stream(
         self, tasks: Sequence[WireTask], flags: dict[str, threading.Event]
@@ -235,17 +234,15 @@ class EngineWorker:
     ) -> list[Any]:
         """One result or exception per task: one batched call when the tasks can share one,
         else the tasks one after another."""
-        from nostr_imagegen.engine import batch as batching
+        from nostr_imagegen.engine.batch import BatchRequest
 
-        batch = getattr(engine, "generate_batch", None)
-        request_type = getattr(batching, "BatchRequest", None)
-        if batch is not None and request_type is not None and _batchable(engine, tasks):
+        if _batchable(engine, tasks):
             requests = [
-                request_type(job=t.job, progress=progress[t.job.id], cancel=flags[t.job.id])
+                BatchRequest(job=t.job, progress=progress[t.job.id], cancel=flags[t.job.id])
                 for t in tasks
             ]
             try:
-                return list(batch(requests))
+                return list(engine.generate_batch(requests))
             except Exception as exc:
                 return [exc] * len(tasks)
         results: list[Any] = []
@@ -278,23 +275,15 @@ class EngineWorker:
     def _get_engine(self) -> Engine:
         if self._engine is None:
             from nostr_imagegen.engine.generate import Engine
-            from nostr_imagegen.engine.pipelines import load_pipeline
 
-            def counting_loader(model: Any, device: str, dtype: Any) -> Any:
-                pipeline = load_pipeline(model, device, dtype)
-                self._loads += 1
-                return pipeline
-
-            self._engine = Engine(self._config, device=self._device, loader=counting_loader)
+            self._engine = Engine(self._config, device=self._device)
         return self._engine
 
+    def _load_count(self) -> int:
+        return 0 if self._engine is None else self._engine.loads
+
     def _loaded(self) -> frozenset[str]:
-        if self._engine is None:
-            return frozenset()
-        loaded = getattr(self._engine, "loaded_models", None)
-        if callable(loaded):
-            return frozenset(loaded())
-        return frozenset(self._engine.cache.loaded())
+        return frozenset() if self._engine is None else self._engine.loaded_models()
 
 
 def _batchable(engine: Engine, tasks: Sequence[WireTask]) -> bool:
@@ -318,7 +307,7 @@ def _batchable(engine: Engine, tasks: Sequence[WireTask]) -> bool:
     if len(keys) != 1 or None in keys:
         return False
     (model,) = models
-    return len(tasks) <= engine.config.models[model].max_batch
+    return len(tasks) <= engine.max_batch(model)
 
 
 def _decode(data: bytes | None) -> Image.Image | None:

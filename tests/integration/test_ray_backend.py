@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import inspect
 import io
 import os
 import secrets
@@ -394,18 +393,6 @@ async def test_a_restarted_front_finds_its_workers_with_their_models(
 # -- through a real relay and the runner --------------------------------------------------
 
 
-def _runner_takes_slots() -> bool:
-    from nostr_imagegen.service.runner import JobRunner
-
-    return "slots" in inspect.signature(JobRunner.__init__).parameters
-
-
-needs_slots = pytest.mark.skipif(
-    not _runner_takes_slots(),
-    reason="JobRunner(slots=...) (the scheduler's interface) is not on this branch",
-)
-
-
 def ray_dvm(relay_url: str, workdir: Path, config: EngineConfig, slots: list[RaySlot]) -> Dvm:
     from nostr_imagegen.engine.planner import Planner
 
@@ -416,7 +403,6 @@ async def answers_for(relay_url: str, request_id: str) -> list[Any]:
     return await query_relay(relay_url, {"kinds": [6100], "#e": [request_id]})
 
 
-@needs_slots
 async def test_a_mixed_model_burst_is_answered_once_each_with_affinity(
     relay_url: str, tmp_path: Path, engine_config: EngineConfig, slots: list[RaySlot]
 ) -> None:
@@ -446,7 +432,6 @@ async def test_a_mixed_model_burst_is_answered_once_each_with_affinity(
     assert holders == sorted(MODELS), after
 
 
-@needs_slots
 async def test_a_job_whose_worker_is_killed_is_still_answered_once(
     relay_url: str, tmp_path: Path, engine_config: EngineConfig, slots: list[RaySlot]
 ) -> None:
@@ -472,7 +457,6 @@ async def test_a_job_whose_worker_is_killed_is_still_answered_once(
     assert [e.id for e in await answers_for(relay_url, request.id)] == [outcome.result.id]
 
 
-@needs_slots
 async def test_a_customer_cancels_a_job_running_on_a_worker(
     relay_url: str, tmp_path: Path, engine_config: EngineConfig, slots: list[RaySlot]
 ) -> None:

@@ -491,3 +491,81 @@ async def _busy_worker(slots: Sequence[RaySlot], timeout_s: float = 30.0) -> Ray
                     if (await slot.stats()).get("running"):
                         return slot
             await asyncio.sleep(0.05)
+
+
+# -- `nostr-imagegen serve` on the cluster ------------------------------------------------
+
+
+def _serve_config(folder: Path, model: str, relay: str, address: str) -> Path:
+    path = folder / "dvm.toml"
+    path.write_text(
+        f"""
+device = "cpu"
+[models.tiny]
+source = "{model}"
+family = "sd15"
+default = true
+steps = 2
+native_size = 64
+
+[service]
+relays = ["{relay}"]
+ledger = "ledger.sqlite3"
+allow_private_relays = true
+
+[[storage]]
+type = "local"
+folder = "images"
+listen = "127.0.0.1:{_free_port()}"
+
+[announce]
+enabled = false
+
+[engine]
+backend = "ray"
+
+[engine.ray]
+address = "{address}"
+workers = 1
+num_gpus = 0
+num_cpus = 0                 # the module's two workers hold the cluster's two CPUs
+namespace = "serve-test"
+"""
+    )
+    return path
+
+
+def _free_port() -> int:
+    from nostr_imagegen.service.localrelay import free_port
+
+    return free_port()
+
+
+async def test_serve_with_the_ray_backend_answers_and_ends_its_worker_on_stop(
+    relay_url: str, tmp_path: Path, engine_config: EngineConfig, workers: list[RaySlot]
+) -> None:
+    """What an operator runs: `serve` with `[engine] backend = "ray"` and the address of a
+    running cluster (this module's, on 127.0.0.1): its worker actor answers a customer over a
+    real relay, and a clean stop (SIGTERM) ends that actor, not the cluster's other ones."""
+    address = ray.get_runtime_context().gcs_address
+    config = _serve_config(tmp_path, str(engine_config.models["tiny"].source), relay_url, address)
+    provider = Keys.generate()
+    env = {**os.environ, "NOSTR_IMAGEGEN_NSEC": provider.nsec(), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "nostr_imagegen.cli", "serve", "--config", str(config)]
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(command, env=env, stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        async with Customer([relay_url]) as customer:
+            request = build_request(customer.keys, prompt="served by a Ray worker", params=SMALL)
+            outcome = await customer.submit(request, provider=provider.public_key, timeout_s=120)
+        assert outcome.ok, (outcome.error, stderr.read_text()[-3000:])
+        served_by = ray.get_actor("nostr-imagegen-worker-0", namespace="serve-test")
+        assert (await served_by.stats.remote())["jobs_run"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    assert code == 0, stderr.read_text()[-3000:]
+    with pytest.raises(ValueError, match="Failed to look up actor"):
+        ray.get_actor("nostr-imagegen-worker-0", namespace="serve-test")
+    assert [await slot.actor.ping.remote() for slot in workers]  # the others serve on

@@ -22,9 +22,13 @@ imported Ray (below), since a local cluster must never listen beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 
 from nostr_imagegen.errors import ConfigError
 from nostr_imagegen.service.scaling import RaySection
@@ -64,37 +68,55 @@ def start_or_connect(
         ) from exc
     if ray.is_initialized():
         return False
-    try:
-        if section.address is None:
-            # Read by Ray at its import: an earlier import saw another value.
-            ray_constants.ENABLE_RAY_CLUSTER = False
-            ray.init(
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                namespace=section.namespace,
-                num_cpus=num_cpus,
-                _temp_dir=temp_dir,
-                log_to_driver=True,
-                configure_logging=False,
-            )
-            logger.info("started a local Ray cluster on 127.0.0.1")
-        else:
-            _check_reachable(section.address)
-            ray.init(
-                address=section.address,
-                namespace=section.namespace,
-                configure_logging=False,
-            )
-            logger.info("connected to the Ray cluster at %s", section.address)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        ray.shutdown()  # ends what a half-done start left running
-        where = section.address or "a local cluster on 127.0.0.1"
-        raise ConfigError(
-            f"[engine.ray]: cannot connect to {where} ({type(exc).__name__}: {exc})"
-        ) from exc
+    with _python_signal_handlers_kept():
+        try:
+            if section.address is None:
+                # Read by Ray at its import: an earlier import saw another value.
+                ray_constants.ENABLE_RAY_CLUSTER = False
+                ray.init(
+                    _node_ip_address="127.0.0.1",
+                    include_dashboard=False,
+                    namespace=section.namespace,
+                    num_cpus=num_cpus,
+                    _temp_dir=temp_dir,
+                    log_to_driver=True,
+                    configure_logging=False,
+                )
+                logger.info("started a local Ray cluster on 127.0.0.1")
+            else:
+                _check_reachable(section.address)
+                ray.init(
+                    address=section.address,
+                    namespace=section.namespace,
+                    configure_logging=False,
+                )
+                logger.info("connected to the Ray cluster at %s", section.address)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            ray.shutdown()  # ends what a half-done start left running
+            where = section.address or "a local cluster on 127.0.0.1"
+            raise ConfigError(
+                f"[engine.ray]: cannot connect to {where} ({type(exc).__name__}: {exc})"
+            ) from exc
     return True
+
+
+@contextlib.contextmanager
+def _python_signal_handlers_kept() -> Iterator[None]:
+    """``ray.init`` installs the core worker's own SIGTERM/SIGINT handlers, which end the
+    process at once (printing a stack): a front's graceful stop (finish the running job,
+    keep the queue in the ledger) would never run. Put the handlers this process had back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; nothing to keep elsewhere
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _check_reachable(address: str) -> None:

@@ -242,3 +242,46 @@ async def test_payments_by_outcome_and_earnings(ledger: Ledger) -> None:
     assert samples[(p + "payments_total", (("outcome", "unpaid"),))] == 1
     assert samples[(p + "earned_msats_total", ())] == 21_000
     assert status["earned_msats"] == 21_000
+
+
+class HoldingSlot:
+    """An engine slot as the metrics see it: a name, what it holds, whether it takes jobs."""
+
+    def __init__(self, name: str, models: frozenset[str], available: bool) -> None:
+        self.name, self._models, self.available = name, models, available
+
+    def loaded_models(self) -> frozenset[str]:
+        return self._models
+
+    def max_batch(self, model: str) -> int:
+        return 1
+
+    async def run(self, tasks: Any) -> list[Any]:
+        raise AssertionError("not run here")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_each_slot_shows_the_models_it_holds_and_whether_it_takes_jobs(
+    ledger: Ledger,
+) -> None:
+    """Where the scheduler routes each model, for any kind of slot (a Ray worker too)."""
+    metrics = ServiceMetrics()
+    slots = [
+        HoldingSlot("ray-worker-0", frozenset({"sdxl"}), True),
+        HoldingSlot("ray-worker-1", frozenset({"flux", "sd15"}), False),
+    ]
+    runner = JobRunner(
+        keys=PROVIDER, pool=StatusPool(), engine=FakeEngine(), slots=slots,
+        hosts=[FakeHost()], ledger=ledger,
+    )  # fmt: skip
+    metrics.attach(runner, StatusPool())
+    get = metrics.registry.get_sample_value
+    p = "nostr_imagegen_"
+    assert get(p + "slot_model_loaded", {"slot": "ray-worker-0", "model": "sdxl"}) == 1
+    assert get(p + "slot_model_loaded", {"slot": "ray-worker-1", "model": "flux"}) == 1
+    assert get(p + "slot_model_loaded", {"slot": "ray-worker-1", "model": "sd15"}) == 1
+    assert get(p + "slot_model_loaded", {"slot": "ray-worker-0", "model": "sd15"}) is None
+    assert get(p + "slot_available", {"slot": "ray-worker-0"}) == 1
+    assert get(p + "slot_available", {"slot": "ray-worker-1"}) == 0

@@ -20,6 +20,9 @@ Metric names (all prefixed ``nostr_imagegen_``)::
     policy_refusals_total{rule}         [policy] refusals and silent ignores by rule
     chained_inputs_waiting              chained jobs waiting for their input
     pipelines_loaded                    models in the engine's pipeline cache
+    slot_model_loaded{slot,model}       1 for each model an engine slot holds (local or a
+                                        Ray worker): where the scheduler routes each model
+    slot_available{slot}                1 taking jobs, 0 not (a Ray worker restarting)
     pipeline_cache_bytes                estimated bytes of those pipelines
     gpu_memory_allocated_bytes{device}  torch.cuda.memory_allocated, on CUDA only
 """
@@ -218,6 +221,19 @@ def _engine_families(runner: Any) -> Iterator[Any]:
         _P + "pipeline_cache_bytes", "Estimated bytes of the cached pipelines",
         sum(cache.loaded_bytes() for cache in caches),
     )  # fmt: skip
+    slots = getattr(runner, "slots", ())
+    held = GaugeMetricFamily(
+        _P + "slot_model_loaded", "Models each engine slot holds", labels=["slot", "model"]
+    )
+    available = GaugeMetricFamily(
+        _P + "slot_available", "Engine slots taking jobs", labels=["slot"]
+    )
+    for slot in slots:
+        for model in sorted(slot.loaded_models()):
+            held.add_metric([slot.name, model], 1)
+        available.add_metric([slot.name], 1 if slot.available else 0)
+    yield held
+    yield available
     gpu = GaugeMetricFamily(
         _P + "gpu_memory_allocated_bytes", "torch.cuda.memory_allocated", labels=["device"]
     )

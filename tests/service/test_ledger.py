@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,6 @@ def _answer(request: Event) -> list[Event]:
 IMAGE = StoredImage(
     mime="image/png", sha256="ab" * 32, width=64, height=48, size_bytes=3, data=b"png"
 )
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
 
 
 def test_claim_is_true_once_per_request_id(ledger: Ledger) -> None:

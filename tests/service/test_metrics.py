@@ -5,8 +5,7 @@ encrypted jobs keep secret, and the loopback-only default."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -43,12 +42,6 @@ class PickyEngine(FakeEngine):
     def plan(self, job: ImageJob) -> None:
         if "refuse" in job.prompt:
             raise JobRejected("not offered")
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,17 +117,6 @@ class StandInCashu:
         return StandInRedemption(
             self.worth_msats - 1000, "https://mint.test", f"hash-of-{token}", self.worth_msats
         )
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
-
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
 
 
 @pytest.fixture

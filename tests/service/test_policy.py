@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -238,12 +238,6 @@ def test_policy_section_in_the_service_toml_resolves_paths(tmp_path: Path) -> No
 
 
 # -- the runner applying them ---------------------------------------------------------------
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
 
 
 @pytest.fixture

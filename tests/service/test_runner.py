@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -30,17 +29,6 @@ from nostr_imagegen.service.runner import Announcement, JobRunner, RunnerOptions
 
 PROVIDER = Keys.generate()
 CUSTOMER = Keys.generate()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
-
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
 
 
 RunnerFactory = Callable[..., Any]

@@ -6,9 +6,8 @@ Fakes only (no torch): a fake engine that batches, a slot whose engine dies, the
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,17 +115,6 @@ class LateSlot(LocalSlot):
     async def run(self, tasks: Sequence[EngineTask]) -> list[TaskOutcome]:
         self.runs += 1
         return await super().run(tasks)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
-
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool()
 
 
 @pytest.fixture

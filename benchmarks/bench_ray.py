@@ -8,7 +8,7 @@ statistics off), tiny SD 1.5 model (``nostr_imagegen.testing.build_tiny_pipeline
 on one thread in every process. All figures come from one run; cases interleaved (ABBA).
 
 (1) Per-job overhead. One warm job, ``--size`` pixels, ``--steps`` steps: in this process
-    (``Engine.generate`` + ``encode_images``, the local engine's path) against the Ray path
+    (``Engine.generate`` + ``EncodeSettings.encode``, the local engine's path) against the Ray path
     (``RaySlot.run``: the job pickled to the worker actor, generated and encoded there,
     progress streamed back, the PNG bytes returned). Target: median difference < 50 ms.
 (2) Throughput. ``--jobs`` jobs (``--throughput-steps`` steps each) handed to 1 worker, then
@@ -72,7 +72,6 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> None:
     from nostr_imagegen.service.ray.cluster import disconnect, start_or_connect
     from nostr_imagegen.service.scaling import RaySection
     from nostr_imagegen.service.slots import EncodeSettings
-    from nostr_imagegen.service.worker import encode_images
     from nostr_imagegen.testing import build_tiny_pipeline
 
     torch.set_num_threads(1)
@@ -102,8 +101,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> None:
 
         def local() -> Any:
             generated = engine.generate(job)
-            return encode_images(job, generated, default_output="png", embed_metadata=False,
-                                 quality=90)  # fmt: skip
+            return encode.encode(job, generated)
 
         async def remote() -> Any:
             [outcome] = await slots[0].run([_task(job)])

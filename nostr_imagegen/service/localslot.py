@@ -25,7 +25,6 @@ from nostr_imagegen.service.activejobs import failure_reason
 from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.seams import EngineLike, GenerationLike
 from nostr_imagegen.service.slots import EncodeSettings, EngineTask, TaskOutcome
-from nostr_imagegen.service.worker import encode_images
 
 __all__ = ["LocalSlot"]
 
@@ -128,12 +127,6 @@ class LocalSlot:
             return JobCancelled("cancelled after the last step")
         with job_context(active.job.id):
             try:
-                return encode_images(
-                    active.job,
-                    generated,
-                    default_output=self._encode.default_output,
-                    embed_metadata=self._encode.embed_metadata,
-                    quality=self._encode.quality,
-                )
+                return self._encode.encode(active.job, generated)
             except NostrImagegenError as exc:  # e.g. an output type the encoder does not write
                 return exc

@@ -25,8 +25,10 @@ from typing import Protocol
 from PIL import Image
 
 from nostr_imagegen.errors import NostrImagegenError
+from nostr_imagegen.imagejob.model import ImageJob
 from nostr_imagegen.service.jobqueue import ActiveJob
 from nostr_imagegen.service.ledger import StoredImage
+from nostr_imagegen.service.seams import GenerationLike
 
 __all__ = ["EncodeSettings", "EngineSlot", "EngineTask", "TaskOutcome"]
 
@@ -39,6 +41,31 @@ class EncodeSettings:
     default_output: str = "png"
     embed_metadata: bool = False
     quality: int = 90
+
+    def encode(self, job: ImageJob, generated: GenerationLike) -> list[StoredImage]:
+        """The engine's encode step (``engine.encode.encode_result``) with these settings:
+        the request's ``output`` type (else ``default_output``), and the generation's
+        metadata when asked (never for an encrypted job). Raises ``JobRejected`` for an
+        output type the encoder does not write."""
+        from nostr_imagegen.engine.encode import encode_result, normalize_output_type
+        from nostr_imagegen.engine_config import OutputConfig
+
+        output = OutputConfig(
+            default_format=normalize_output_type(self.default_output).removeprefix("image/"),
+            embed_metadata=self.embed_metadata,
+            quality=self.quality,
+        )
+        return [
+            StoredImage(
+                mime=encoded.mime,
+                sha256=encoded.sha256,
+                width=encoded.width,
+                height=encoded.height,
+                size_bytes=len(encoded.data),
+                data=encoded.data,
+            )
+            for encoded in encode_result(job, generated, output)
+        ]
 
 
 @dataclass(eq=False)

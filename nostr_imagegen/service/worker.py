@@ -49,14 +49,14 @@ from nostr_imagegen.service.logging_json import job_context
 from nostr_imagegen.service.options import RunnerOptions, RunnerStats
 from nostr_imagegen.service.outbox import Outbox
 from nostr_imagegen.service.scheduler import Scheduler
-from nostr_imagegen.service.seams import EngineTimeHook, Fetcher, GenerationLike
+from nostr_imagegen.service.seams import EngineTimeHook, Fetcher
 from nostr_imagegen.service.slots import EngineSlot, EngineTask, TaskOutcome
 
 if TYPE_CHECKING:  # httpx lives behind these; the worker imports them when it uses them
     from nostr_imagegen.service.fetch import FetchPolicy
     from nostr_imagegen.service.upload import ImageHost
 
-__all__ = ["EngineWorkers", "encode_images", "upload_images"]
+__all__ = ["EngineWorkers", "upload_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -369,38 +369,6 @@ class EngineWorkers:
         self._jobs.forget(job.id)
         self._stats.succeeded += 1
         self._outbox.send_answer(job.id, (result, success), active.reply_relays, job=job)
-
-
-def encode_images(
-    job: ImageJob,
-    generated: GenerationLike,
-    *,
-    default_output: str,
-    embed_metadata: bool,
-    quality: int,
-) -> list[StoredImage]:
-    """The engine's encode step (``engine.encode.encode_result``) with the runner's
-    ``[output]`` settings: the request's ``output`` type (else ``default_output``), and the
-    generation's metadata when asked (never for an encrypted job)."""
-    from nostr_imagegen.engine.encode import encode_result, normalize_output_type
-    from nostr_imagegen.engine_config import OutputConfig
-
-    output = OutputConfig(
-        default_format=normalize_output_type(default_output).removeprefix("image/"),
-        embed_metadata=embed_metadata,
-        quality=quality,
-    )
-    return [
-        StoredImage(
-            mime=encoded.mime,
-            sha256=encoded.sha256,
-            width=encoded.width,
-            height=encoded.height,
-            size_bytes=len(encoded.data),
-            data=encoded.data,
-        )
-        for encoded in encode_result(job, generated, output)
-    ]
 
 
 async def upload_images(

@@ -20,7 +20,6 @@ from nostr_imagegen.nostr.keys import Keys
 from nostr_imagegen.service.jobqueue import ActiveJob
 from nostr_imagegen.service.localslot import LocalSlot
 from nostr_imagegen.service.slots import EncodeSettings, EngineTask
-from nostr_imagegen.service.worker import encode_images
 
 CUSTOMER = Keys.generate()
 
@@ -143,12 +142,8 @@ async def test_a_real_engine_gives_through_the_slot_the_images_it_gives_alone(
         steps: list[tuple[int, int]] = []
         job.progress = lambda step, total: steps.append((step, total))
         (outcome,) = await slot.run([job])
-        alone = encode_images(
-            job.active.job,
-            engine.generate(job.active.job),
-            default_output="png",
-            embed_metadata=False,
-            quality=90,
+        alone = EncodeSettings(default_output="png").encode(
+            job.active.job, engine.generate(job.active.job)
         )
         assert isinstance(outcome, list)
         assert [image.sha256 for image in outcome] == [image.sha256 for image in alone]

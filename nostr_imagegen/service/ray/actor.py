@@ -12,8 +12,8 @@ Created by ``service.ray.build_ray_slots``, driven by a ``RaySlot``::
 
 The engine runs in one thread of the actor: one ``run`` at a time, so a pipeline is never
 called from two threads at once; ``cancel``, ``ping`` and ``stats`` are answered meanwhile
-(the actor's event loop stays free). The images come back encoded (``encode_images`` with the
-front's ``EncodeSettings``), so no tensor or PIL image crosses the wire.
+(the actor's event loop stays free). The images come back encoded with the front's
+``EncodeSettings``, so no tensor or PIL image crosses the wire.
 
 The device: ``device`` when given (``build_ray_slots`` passes ``"cuda"`` to a worker with
 ``num_gpus > 0``: Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU it gave the actor, so
@@ -261,16 +261,9 @@ class EngineWorker:
         return results
 
     def _encoded(self, task: WireTask, result: Any) -> tuple[WireImage, ...]:
-        from nostr_imagegen.service.worker import encode_images
-
-        stored = encode_images(
-            task.job,
-            result,
-            default_output=self._encode.default_output,
-            embed_metadata=self._encode.embed_metadata,
-            quality=self._encode.quality,
+        return tuple(
+            WireImage.from_stored(image) for image in self._encode.encode(task.job, result)
         )
-        return tuple(WireImage.from_stored(image) for image in stored)
 
     def _get_engine(self) -> Engine:
         if self._engine is None:

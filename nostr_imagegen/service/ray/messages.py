@@ -59,7 +59,7 @@ class WireImage:
 
     @classmethod
     def from_stored(cls, image: StoredImage) -> WireImage:
-        assert image.data is not None  # encode_images always fills it
+        assert image.data is not None  # EncodeSettings.encode always fills it
         return cls(image.mime, image.sha256, image.width, image.height, image.data)
 
     def stored(self) -> StoredImage:

@@ -312,6 +312,17 @@ async def test_two_jobs_alike_in_one_call_each_get_their_images_and_progress(
     assert [seen.seen[-1] for seen in steps] == [(2, 2), (2, 2)]
 
 
+async def test_jobs_that_cannot_share_a_call_run_one_by_one(slots: list[RaySlot]) -> None:
+    # The front never groups these (their models differ); a worker sent them anyway runs
+    # each alone rather than failing both.
+    jobs = [
+        make_job("sd", (*SMALL, ("model", "tiny"))),
+        make_job("xl", (*SMALL, ("model", "tiny-xl"))),
+    ]
+    outcomes = await slots[1].run([task(job) for job in jobs])
+    assert all(isinstance(outcome, list) and len(outcome) == 1 for outcome in outcomes), outcomes
+
+
 async def test_a_job_the_engine_rejects_fails_alone(slots: list[RaySlot]) -> None:
     # Past the parser's checks (model_copy does not validate): the worker's plan refuses it.
     bad = make_job("too many steps").model_copy(update={"steps": 999})

@@ -236,13 +236,18 @@ class EngineWorker:
         else the tasks one after another."""
         from nostr_imagegen.engine.batch import BatchRequest
 
-        if _batchable(engine, tasks):
+        if len(tasks) > 1:
             requests = [
                 BatchRequest(job=t.job, progress=progress[t.job.id], cancel=flags[t.job.id])
                 for t in tasks
             ]
             try:
                 return list(engine.generate_batch(requests))
+            except ValueError as refused:
+                # Not one batch by the engine's own rules (img2img, keys that differ, above
+                # max_batch), checked before any step: the front groups only jobs alike, so
+                # this is a safety net, and the jobs run one by one rather than all failing.
+                logger.warning("running %d jobs one by one: %s", len(tasks), refused)
             except Exception as exc:
                 return [exc] * len(tasks)
         results: list[Any] = []
@@ -277,30 +282,6 @@ class EngineWorker:
 
     def _loaded(self) -> frozenset[str]:
         return frozenset() if self._engine is None else self._engine.loaded_models()
-
-
-def _batchable(engine: Engine, tasks: Sequence[WireTask]) -> bool:
-    """Whether ``tasks`` can share one pipeline call: more than one, text-to-image, equal
-    batch keys, no more than the model's ``max_batch``. The front sends only such groups;
-    anything else runs one by one rather than failing every job of the call. A job whose
-    plan is rejected does not count (the batch call answers it with its rejection)."""
-    from nostr_imagegen.errors import JobRejected
-
-    if len(tasks) < 2 or any(task.init_image is not None for task in tasks):
-        return False
-    keys = set()
-    models = set()
-    for task in tasks:
-        try:
-            plan = engine.plan(task.job, img2img=False)
-        except JobRejected:
-            continue
-        keys.add(plan.batch_key)
-        models.add(plan.model)
-    if len(keys) != 1 or None in keys:
-        return False
-    (model,) = models
-    return len(tasks) <= engine.max_batch(model)
 
 
 def _decode(data: bytes | None) -> Image.Image | None:
